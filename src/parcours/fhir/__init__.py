@@ -1,1 +1,1 @@
-
+"""Shared FHIR R4 plumbing: OperationOutcome errors, JSON responses, search parsing, Bundles."""

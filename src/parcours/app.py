@@ -1,0 +1,123 @@
+"""Assembly of the HTTP application: settings, database, token verifier, audit, routers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from parcours import __version__
+from parcours.annuaire import routes as annuaire_routes
+from parcours.annuaire import service as annuaire_service
+from parcours.audit.middleware import AuditMiddleware
+from parcours.auth import devidp, keys
+from parcours.auth.tokens import KeySource, RemoteJwks, StaticJwks, TokenVerifier
+from parcours.config import Settings, get_settings
+from parcours.fhir.capability import capability_statement
+from parcours.fhir.errors import FHIRError, Issue, operation_outcome
+from parcours.fhir.responses import FHIRResponse
+from parcours.storage import migrate
+from parcours.storage.db import Database
+
+log = logging.getLogger("parcours")
+
+
+def build_verifier(settings: Settings, dev_key: keys.SigningKey | None) -> TokenVerifier:
+    issuers: dict[str, KeySource] = {}
+    if settings.is_development and dev_key is not None:
+        issuers[settings.dev_issuer] = StaticJwks.from_signing_key(dev_key)
+    for item in settings.oidc_issuers:
+        issuer, _, jwks_uri = item.partition("|")
+        issuers[issuer] = RemoteJwks(issuer, jwks_uri=jwks_uri or None)
+    return TokenVerifier(
+        issuers, audience=settings.audience, leeway_seconds=settings.clock_skew_seconds
+    )
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    db = db or Database(settings.resolved_database_url)
+    if not migrate.is_up_to_date(db):
+        raise RuntimeError(
+            "Schéma de base de données absent ou périmé : lancez « parcours db upgrade »."
+        )
+    dev_key = keys.load_or_create(settings.keys_dir) if settings.is_development else None
+
+    app = FastAPI(
+        title="parcours",
+        version=__version__,
+        description="DMP, MSSanté et Annuaire santé : API FHIR R4.",
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.dev_key = dev_key
+    app.state.verifier = build_verifier(settings, dev_key)
+
+    _install_error_handlers(app)
+    app.add_middleware(AuditMiddleware, database=lambda: app.state.db)
+
+    @app.get("/health", tags=["santé du service"])
+    def health() -> dict[str, Any]:
+        with db.session() as session:
+            session.connection().exec_driver_sql("SELECT 1")
+        return {"status": "ok", "version": __version__, "database": db.dialect}
+
+    @app.get("/fhir/metadata", tags=["FHIR"])
+    def metadata(request: Request) -> FHIRResponse:
+        kinds = {
+            rtype: (kind.params, kind.includes) for rtype, kind in annuaire_service.KINDS.items()
+        }
+        return FHIRResponse(capability_statement(settings.base_url.rstrip("/") + "/fhir", kinds))
+
+    if settings.is_development:
+        app.include_router(devidp.router())
+    app.include_router(annuaire_routes.router())
+
+    @app.api_route(
+        "/fhir/{path:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    def unknown_fhir(path: str) -> None:
+        raise FHIRError(
+            404,
+            "not-supported",
+            f"Type de ressource ou opération non pris en charge : /fhir/{path}",
+        )
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FHIRError)
+    async def fhir_error(_request: Request, exc: FHIRError) -> FHIRResponse:
+        return FHIRResponse(exc.outcome(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> FHIRResponse:
+        issues = [
+            Issue("invalid", f"{'.'.join(str(p) for p in err['loc'])} : {err['msg']}")
+            for err in exc.errors()
+        ]
+        return FHIRResponse(operation_outcome(issues), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> FHIRResponse:
+        code = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}.get(
+            exc.status_code, "processing"
+        )
+        return FHIRResponse(
+            operation_outcome([Issue(code, str(exc.detail))]),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> FHIRResponse:
+        log.exception("unexpected error")
+        return FHIRResponse(
+            operation_outcome([Issue("exception", "Erreur interne du serveur.")]), status_code=500
+        )

@@ -1,0 +1,320 @@
+"""The ``parcours`` command: serve, demo, database, directory import, tokens, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from parcours import config, logs
+from parcours.storage import migrate
+from parcours.storage.db import Database
+
+app = typer.Typer(help="parcours : DMP, MSSanté, Annuaire santé.", no_args_is_help=True)
+db_app = typer.Typer(help="Base de données (migrations Alembic).", no_args_is_help=True)
+annuaire_app = typer.Typer(help="Annuaire santé.", no_args_is_help=True)
+audit_app = typer.Typer(help="Traces d'accès.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(annuaire_app, name="annuaire")
+app.add_typer(audit_app, name="audit")
+
+err = Console(stderr=True)
+
+INSTANCE_FILE = "instance.json"
+
+
+def _instance_file(settings: config.Settings) -> Path:
+    return settings.data_dir / "run" / INSTANCE_FILE
+
+
+def _settings() -> config.Settings:
+    """Environment first; otherwise what the running instance recorded (mode, URL)."""
+    settings = config.get_settings()
+    path = _instance_file(settings)
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        changes: dict[str, object] = {}
+        if "PARCOURS_ENV" not in os.environ and recorded.get("env"):
+            changes["env"] = recorded["env"]
+        if "PARCOURS_BASE_URL" not in os.environ and recorded.get("base_url"):
+            changes["base_url"] = recorded["base_url"]
+        if changes:
+            settings = config.with_overrides(settings, **changes)
+    config.set_settings(settings)
+    return settings
+
+
+def _database(settings: config.Settings) -> Database:
+    return Database(settings.resolved_database_url)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]Erreur :[/] {message}")
+    raise typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Créer ou mettre à jour le schéma (le schéma ne vient que des migrations)."""
+    settings = _settings()
+    db = _database(settings)
+    migrate.upgrade(db, revision)
+    err.print(f"Schéma à jour ({migrate.current_revision(db)}) sur {db.dialect}.")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    settings = _settings()
+    typer.echo(migrate.current_revision(_database(settings)) or "(vide)")
+
+
+def import_extracts(db: Database, files: list[Path], console: Console = err) -> list[dict]:
+    """Import files in order, each in its own transaction, with a progress bar."""
+    from parcours.annuaire.extracts import ExtractError
+    from parcours.annuaire.importer import Progress as ImportProgress
+    from parcours.annuaire.importer import import_file
+
+    reports = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        for path in files:
+            if not path.exists():
+                raise ExtractError(f"{path} : fichier introuvable.")
+            parse_task = bar.add_task(f"lecture {path.name}", total=path.stat().st_size, rows="")
+            write_task = bar.add_task("écriture", total=None, rows="", visible=False)
+
+            def set_total(n: int, write_task: int = write_task) -> None:
+                bar.update(write_task, total=n, visible=True)
+
+            progress = ImportProgress(
+                on_bytes=lambda n, t=parse_task: bar.advance(t, n),
+                on_write_total=set_total,
+                on_written=lambda n, t=write_task: bar.advance(t, n),
+            )
+            with db.session() as session:
+                report = import_file(session, path, progress)
+            bar.update(parse_task, completed=path.stat().st_size, rows=f"{report.rows} lignes")
+            bar.update(write_task, completed=bar.tasks[write_task].total or 0)
+            reports.append(report.as_dict())
+    return reports
+
+
+@annuaire_app.command("import")
+def annuaire_import(
+    files: Annotated[list[Path], typer.Argument(help="Extraits RPPS / MSSanté (.txt)")],
+) -> None:
+    """Importer des extraits publics de l'Annuaire santé (idempotent, incrémental)."""
+    from parcours.annuaire.extracts import ExtractError
+
+    settings = _settings()
+    db = _database(settings)
+    _require_schema(db)
+    try:
+        reports = import_extracts(db, files)
+    except ExtractError as exc:
+        _fail(str(exc))
+        return
+    for report in reports:
+        if report["skipped"]:
+            err.print(f"{report['file']} : déjà importé (même contenu), rien à faire.")
+            continue
+        parts = ", ".join(
+            f"{name} +{s['created']} ~{s['updated']} -{s['deactivated']} ={s['unchanged']}"
+            for name, s in report["entities"].items()
+        )
+        err.print(f"{report['file']} : {report['rows']} lignes ; {parts}")
+        if report["rejected"]:
+            err.print(f"  {report['rejected']} lignes rejetées, par exemple :")
+            for line in report["rejected_sample"][:5]:
+                err.print(f"   - {line}")
+
+
+def _require_schema(db: Database) -> None:
+    if not migrate.is_up_to_date(db):
+        _fail("schéma absent ou périmé : lancez d'abord « parcours db upgrade ».")
+
+
+@app.command()
+def token(
+    rpps: Annotated[str | None, typer.Option(help="RPPS d'un professionnel de l'annuaire")] = None,
+    ins: Annotated[str | None, typer.Option(help="INS d'un patient (15 caractères)")] = None,
+    agent: Annotated[str | None, typer.Option(help="Identifiant d'un agent CPAM")] = None,
+    mode: Annotated[str, typer.Option(help="normal, bris_de_glace ou centre_15")] = "normal",
+    structure: Annotated[
+        str | None, typer.Option(help="Structure d'exercice (idNat_Struct)")
+    ] = None,
+    ttl: Annotated[int | None, typer.Option(help="Durée de validité en secondes")] = None,
+) -> None:
+    """Émettre un jeton du fournisseur d'identité de développement (stdout : le jeton seul)."""
+    from parcours.auth import keys
+    from parcours.auth.devidp import mint_token
+    from parcours.auth.principal import ACCESS_MODES
+
+    settings = _settings()
+    if not settings.is_development:
+        _fail(
+            "« parcours token » n'est disponible qu'en mode développement "
+            "(PARCOURS_ENV=development, activé par « parcours demo »).",
+            code=2,
+        )
+    if sum(x is not None for x in (rpps, ins, agent)) != 1:
+        _fail("indiquez exactement un de --rpps, --ins ou --agent.", code=2)
+    if mode not in ACCESS_MODES:
+        _fail(f"mode inconnu « {mode} » (attendu : {', '.join(ACCESS_MODES)}).", code=2)
+    claims = _token_claims(settings, rpps=rpps, ins=ins, agent=agent, structure=structure)
+    claims["access_mode"] = mode
+    key = keys.load_or_create(settings.keys_dir)
+    subject = str(claims.pop("sub"))
+    typer.echo(
+        mint_token(
+            key,
+            issuer=settings.dev_issuer,
+            audience=settings.audience,
+            subject=subject,
+            claims=claims,
+            ttl_seconds=ttl or settings.token_ttl_seconds,
+        )
+    )
+
+
+def _token_claims(
+    settings: config.Settings,
+    *,
+    rpps: str | None,
+    ins: str | None,
+    agent: str | None,
+    structure: str | None,
+) -> dict[str, object]:
+    from parcours.annuaire import directory
+    from parcours.identity import INS, RPPS, IdentifierError
+
+    if rpps is not None:
+        try:
+            value = RPPS.parse(rpps)
+        except IdentifierError as exc:
+            _fail(str(exc), code=2)
+        db = _database(settings)
+        _require_schema(db)
+        with db.session() as session:
+            professional = directory.find_professional(session, "8" + str(value))
+        if professional is None:
+            _fail(f"professionnel RPPS {value} inconnu de l'annuaire (ou inactif).", code=2)
+        assert professional is not None
+        return {
+            "sub": professional.idnat_ps,
+            "actor": "professional",
+            "idnat_ps": professional.idnat_ps,
+            "profession": professional.profession_code,
+            "structure": structure or professional.structure,
+            "name": professional.display_name,
+            "acr": "eidas1",
+        }
+    if ins is not None:
+        try:
+            value_ins = INS.parse(ins)
+        except IdentifierError as exc:
+            _fail(str(exc), code=2)
+        return {"sub": str(value_ins), "actor": "patient", "ins": str(value_ins), "acr": "eidas1"}
+    assert agent is not None
+    agent = agent.strip()
+    if not agent or not agent.replace("-", "").isalnum() or len(agent) > 64:
+        _fail(f"identifiant d'agent invalide « {agent} » (lettres, chiffres et tirets).", code=2)
+    return {"sub": agent, "actor": "agent", "agent_id": agent, "structure": structure}
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Vérifier l'intégrité de la chaîne des traces d'accès."""
+    from parcours.audit.service import verify
+
+    settings = _settings()
+    report = verify(_database(settings))
+    if report.ok:
+        err.print(f"Chaîne intègre : {report.checked} traces vérifiées.")
+        return
+    _fail(f"chaîne rompue à la trace n° {report.first_bad_seq} : {report.reason}.")
+
+
+def _write_instance_file(settings: config.Settings) -> None:
+    path = _instance_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"env": settings.env, "base_url": settings.base_url, "pid": os.getpid()})
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Adresse d'écoute")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port HTTP")] = 8000,
+) -> None:
+    """Servir l'API (FHIR sous /fhir, santé sous /health)."""
+    settings = config.get_settings()
+    if "PARCOURS_BASE_URL" not in os.environ:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        settings = config.with_overrides(settings, base_url=f"http://{shown}:{port}")
+    config.set_settings(settings)
+    _serve(settings, host, port)
+
+
+def _serve(settings: config.Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from parcours.app import create_app
+
+    logs.configure(settings.log_level)
+    try:
+        application = create_app(settings)
+    except RuntimeError as exc:
+        _fail(str(exc))
+        return
+    _write_instance_file(settings)
+    uvicorn.run(application, host=host, port=port, access_log=False, log_config=None)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Adresse d'écoute")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port HTTP")] = 8000,
+    seed: Annotated[int, typer.Option(help="Graine du territoire synthétique")] = 35,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Préparer sans servir")] = False,
+) -> None:
+    """Générer le territoire synthétique (Ille-et-Vilaine) s'il est absent, puis servir."""
+    from parcours.demo import setup
+
+    base = os.environ.get("PARCOURS_BASE_URL") or f"http://{host}:{port}"
+    settings = config.with_overrides(config.get_settings(), env="development", base_url=base)
+    os.environ["PARCOURS_ENV"] = "development"
+    config.set_settings(settings)
+    logs.configure(settings.log_level)
+    db = _database(settings)
+    migrate.upgrade(db)
+    manifest = setup.ensure_territory(db, settings, seed=seed, importer=import_extracts)
+    _write_instance_file(settings)
+    setup.print_welcome(Console(), settings, manifest)
+    if not no_serve:
+        _serve(settings, host, port)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

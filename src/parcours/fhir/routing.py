@@ -1,0 +1,29 @@
+"""Helpers shared by every domain's FHIR routes (query items, handling preference)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+
+
+def query_items(request: Request) -> list[tuple[str, str]]:
+    # parse_qsl keeps repetitions (AND semantics) and order, unlike request.query_params dict.
+    return parse_qsl(request.url.query, keep_blank_values=True)
+
+
+async def search_items(request: Request) -> list[tuple[str, str]]:
+    """GET query items, plus the form body of ``POST [type]/_search``."""
+    items = query_items(request)
+    if request.method == "POST":
+        body = (await request.body()).decode("utf-8", errors="replace")
+        items += parse_qsl(body, keep_blank_values=True)
+    return items
+
+
+def lenient(request: Request) -> bool:
+    return "handling=lenient" in request.headers.get("prefer", "").replace(" ", "")
+
+
+def fhir_base(request: Request) -> str:
+    return str(request.app.state.settings.base_url).rstrip("/") + "/fhir"

@@ -1,0 +1,225 @@
+"""FHIR search-parameter parsing and searchset Bundles, shared by every domain's routes.
+
+A domain declares its parameters (name, type, allowed modifiers, a function that turns the
+parsed values into a SQL condition); this module does the FHIR grammar once: comma = OR,
+repetition = AND, ``system|code`` tokens, modifiers, result parameters (``_count``, ``_offset``,
+``_total``, ``_include``) and refuses what it does not understand with a 400 OperationOutcome
+(FHIR R4 §3.1.1.5.2 "strict" handling), unless the client asked ``Prefer: handling=lenient``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from parcours.fhir.errors import BadRequest, FHIRError, Issue
+
+ParamType = Literal["string", "token", "reference", "boolean", "date", "uri"]
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 500
+
+STRING_MODIFIERS = frozenset({"", "exact", "contains"})
+TOKEN_MODIFIERS = frozenset({"", "not"})
+PLAIN = frozenset({""})
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form used for FHIR string matching ("Émile" ~ "emile")."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
+
+
+@dataclass(frozen=True)
+class Token:
+    system: str | None
+    code: str
+
+
+def parse_token(raw: str) -> Token:
+    if "|" in raw:
+        system, _, code = raw.partition("|")
+        return Token(system or None, code)
+    return Token(None, raw)
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    name: str
+    type: ParamType
+    description: str
+    # Receives the OR-list of raw values and the modifier; returns a SQL boolean expression.
+    build: Callable[[list[str], str], Any]
+    modifiers: frozenset[str] = PLAIN
+    expression: str = ""
+
+
+@dataclass
+class Criterion:
+    param: SearchParam
+    modifier: str
+    values: list[str]
+
+    def condition(self) -> Any:
+        return self.param.build(self.values, self.modifier)
+
+
+@dataclass
+class SearchQuery:
+    resource_type: str
+    criteria: list[Criterion] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    total: Literal["none", "estimate", "accurate"] = "accurate"
+    includes: list[str] = field(default_factory=list)
+    # Parameters as received, minus paging, to rebuild self/next links.
+    echo: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _bad(diag: str, name: str) -> BadRequest:
+    return BadRequest(diag, code="invalid", expression=[name])
+
+
+def _validate_value(param: SearchParam, modifier: str, raw: str) -> None:
+    if raw == "":
+        raise _bad(f"Valeur vide pour le paramètre « {param.name} ».", param.name)
+    if param.type == "boolean" and raw not in ("true", "false"):
+        raise _bad(
+            f"Le paramètre « {param.name} » attend true ou false, reçu « {raw} ».", param.name
+        )
+    if param.type == "token":
+        token = parse_token(raw)
+        if token.code == "":
+            raise _bad(f"Code vide dans le jeton « {raw} » ({param.name}).", param.name)
+
+
+def parse_search(
+    resource_type: str,
+    params: Sequence[tuple[str, str]],
+    registry: dict[str, SearchParam],
+    *,
+    includes: frozenset[str] = frozenset(),
+    lenient: bool = False,
+) -> SearchQuery:
+    """Turn the request's query items into criteria, or raise a 400 naming every bad item."""
+    query = SearchQuery(resource_type)
+    problems: list[Issue] = []
+    for name_with_mod, raw in params:
+        name, _, modifier = name_with_mod.partition(":")
+        try:
+            if name == "_count":
+                query.count = _int_param("_count", raw, minimum=0, maximum=MAX_COUNT)
+                query.echo.append((name_with_mod, str(query.count)))
+                continue
+            if name in ("_offset", "_getpagesoffset"):
+                query.offset = _int_param(name, raw, minimum=0, maximum=None)
+                continue
+            if name == "_total":
+                if raw not in ("none", "estimate", "accurate"):
+                    raise _bad(
+                        f"_total accepte none, estimate ou accurate, reçu « {raw} ».", "_total"
+                    )
+                query.total = raw  # type: ignore[assignment]
+                query.echo.append((name_with_mod, raw))
+                continue
+            if name == "_include":
+                if raw not in includes:
+                    allowed = ", ".join(sorted(includes)) or "aucun"
+                    raise _bad(
+                        f"_include « {raw} » non pris en charge pour {resource_type} "
+                        f"(acceptés : {allowed}).",
+                        "_include",
+                    )
+                query.includes.append(raw)
+                query.echo.append((name_with_mod, raw))
+                continue
+            if name == "_format":
+                if raw not in ("json", "application/json", "application/fhir+json"):
+                    raise _bad(f"_format « {raw} » non pris en charge (JSON seulement).", name)
+                continue
+            param = registry.get(name)
+            if param is None:
+                if lenient:
+                    continue
+                known = ", ".join(sorted(registry))
+                raise _bad(
+                    f"Paramètre de recherche inconnu pour {resource_type} : « {name} ». "
+                    f"Paramètres acceptés : {known}, _count, _offset, _total, _include.",
+                    name,
+                )
+            if modifier not in param.modifiers:
+                raise _bad(
+                    f"Modificateur « :{modifier} » non pris en charge pour « {name} ».", name
+                )
+            values = raw.split(",")
+            for value in values:
+                _validate_value(param, modifier, value)
+            query.criteria.append(Criterion(param, modifier, values))
+            query.echo.append((name_with_mod, raw))
+        except FHIRError as exc:
+            problems.extend(exc.issues)
+    if problems:
+        raise FHIRError(400, problems[0].code, problems[0].diagnostics, issues=problems)
+    return query
+
+
+def _int_param(name: str, raw: str, *, minimum: int, maximum: int | None) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(f"{name} doit être un entier, reçu « {raw} ».", name) from None
+    if value < minimum:
+        raise _bad(f"{name} doit être ≥ {minimum}, reçu {value}.", name)
+    if maximum is not None and value > maximum:
+        return maximum  # FHIR lets a server return fewer than asked.
+    return value
+
+
+def searchset(
+    *,
+    base_url: str,
+    query: SearchQuery,
+    matches: list[dict[str, Any]],
+    included: list[dict[str, Any]],
+    total: int | None,
+    has_more: bool,
+) -> dict[str, Any]:
+    """A ``searchset`` Bundle with self/next/previous links that replay the same criteria."""
+    base = base_url.rstrip("/")
+
+    def link(offset: int) -> str:
+        items = [*query.echo, ("_offset", str(offset))] if offset else list(query.echo)
+        if not any(k == "_count" for k, _ in items):
+            items.append(("_count", str(query.count)))
+        return f"{base}/{query.resource_type}?{urlencode(items)}"
+
+    links = [{"relation": "self", "url": link(query.offset)}]
+    if has_more:
+        links.append({"relation": "next", "url": link(query.offset + query.count)})
+    if query.offset > 0:
+        links.append({"relation": "previous", "url": link(max(0, query.offset - query.count))})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
+    entries = [
+        {
+            "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+            "resource": r,
+            "search": {"mode": "match"},
+        }
+        for r in matches
+    ]
+    entries += [
+        {
+            "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+            "resource": r,
+            "search": {"mode": "include"},
+        }
+        for r in included
+    ]
+    bundle["entry"] = entries
+    return bundle

@@ -1,0 +1,7 @@
+"""Every table of every domain, imported here so Alembic sees one complete metadata."""
+
+from parcours.annuaire import models as _annuaire  # noqa: F401
+from parcours.audit import models as _audit  # noqa: F401
+from parcours.storage.models import Base
+
+target_metadata = Base.metadata
