@@ -23,6 +23,8 @@ from parcours.storage.db import Database, normalise_url
 PG_URL = os.environ.get("PARCOURS_TEST_POSTGRES_URL", "")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+pytest_plugins = ["tests.scenario"]
+
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 

@@ -10,7 +10,7 @@ position: the personal-activity file exists with 48 and with 56 columns.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,99 @@ from parcours.fhir.search import fold
 
 ACTIVITY = "personne_activite"
 MSSANTE = "mssante"
+
+# The column headers of the current files, in order, exactly as published (mssante.md §5.4).
+ACTIVITY_HEADER: tuple[str, ...] = (
+    "Type d'identifiant PP",
+    "Identifiant PP",
+    "Identification nationale PP",
+    "Code civilité d'exercice",
+    "Libellé civilité d'exercice",
+    "Code civilité",
+    "Libellé civilité",
+    "Nom d'exercice",
+    "Prénom d'exercice",
+    "Code profession",
+    "Libellé profession",
+    "Code catégorie professionnelle",
+    "Libellé catégorie professionnelle",
+    "Code type savoir-faire",
+    "Libellé type savoir-faire",
+    "Code savoir-faire",
+    "Libellé savoir-faire",
+    "Code mode exercice",
+    "Libellé mode exercice",
+    "Numéro SIRET site",
+    "Numéro SIREN site",
+    "Numéro FINESS site",
+    "Numéro FINESS établissement juridique",
+    "Identifiant technique de la structure",
+    "Raison sociale site",
+    "Enseigne commerciale site",
+    "Complément destinataire (coord. structure)",
+    "Complément point géographique (coord. structure)",
+    "Numéro Voie (coord. structure)",
+    "Indice répétition voie (coord. structure)",
+    "Code type de voie (coord. structure)",
+    "Libellé type de voie (coord. structure)",
+    "Libellé Voie (coord. structure)",
+    "Mention distribution (coord. structure)",
+    "Bureau cedex (coord. structure)",
+    "Code postal (coord. structure)",
+    "Code commune (coord. structure)",
+    "Libellé commune (coord. structure)",
+    "Code pays (coord. structure)",
+    "Libellé pays (coord. structure)",
+    "Téléphone (coord. structure)",
+    "Téléphone 2 (coord. structure)",
+    "Télécopie (coord. structure)",
+    "Adresse e-mail (coord. structure)",
+    "Code département (coord. structure)",
+    "Libellé département (coord. structure)",
+    "Ancien identifiant de la structure",
+    "Autorité d'enregistrement",
+    "Code secteur d'activité",
+    "Libellé secteur d'activité",
+    "Code section tableau pharmaciens",
+    "Libellé section tableau pharmaciens",
+    "Code fonction",
+    "Libellé fonction",
+    "Code genre d'activité",
+    "Libellé genre d'activité",
+)
+MSSANTE_HEADER: tuple[str, ...] = (
+    "Type de BAL",
+    "Adresse BAL",
+    "Type Identifiant PP",
+    "Identifiant PP",
+    "Identification nationale PP",
+    "Type identifiant structure",
+    "Identification Structure",
+    "Service de rattachement",
+    "Civilité d'exercice",
+    "Nom d'exercice",
+    "Prénom d'exercice",
+    "Catégorie profession",
+    "Libellé de catégorie profession",
+    "Code Profession",
+    "Libellé Profession",
+    "Code savoir-faire",
+    "Libellé savoir-faire",
+    "Dématérialisation",
+    "Raison Sociale structure BAL",
+    "Enseigne commerciale structure BAL",
+    "L2COMPLEMENTLOCALISATION",
+    "L3COMPLEMENTDISTRIBUTION",
+    "L4NUMEROVOIE",
+    "L4COMPLEMENTNUMEROVOIE",
+    "NL4TYPEVOIE",
+    "L4LIBELLEVOIE",
+    "L5LIEUDITMENTION",
+    "L6LIGNEACHEMINEMENT",
+    "Code postal",
+    "Département",
+    "Pays",
+)
 
 # Folded header name -> field key used by the importer. Only the fields we use are mapped.
 ACTIVITY_FIELDS = {
@@ -117,6 +210,21 @@ MSSANTE_FIELDS = {
 MSSANTE_REQUIRED = ("bal_type", "address")
 
 _TIMESTAMP = re.compile(r"_(\d{12})(?:\.\w+)?$")
+
+
+def write_extract(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
+    """Write a file in the ANS format (trailing ``|`` on every line); returns the row count."""
+    count = 0
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write("|".join(header) + "|\n")
+        for row in rows:
+            if len(row) != len(header):
+                raise ValueError(f"ligne de {len(row)} champs pour un en-tête de {len(header)}")
+            if any("|" in value or "\n" in value for value in row):
+                raise ValueError("le format sans guillemets interdit « | » et les sauts de ligne")
+            fh.write("|".join(row) + "|\n")
+            count += 1
+    return count
 
 
 class ExtractError(ValueError):
