@@ -194,7 +194,7 @@ def test_older_extract_is_refused(db: Database, tmp_path: Path) -> None:
 def test_truncated_file_imports_nothing(db: Database, tmp_path: Path) -> None:
     path = first_extract(tmp_path)
     content = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    broken = content[:-1] + ["|".join(content[-1].split("|")[:20]) + "|\n"]
+    broken = [*content[:-1], "|".join(content[-1].split("|")[:20]) + "|\n"]
     path.write_text("".join(broken), encoding="utf-8")
     with pytest.raises(ExtractError, match="ligne 4 : 20 champs au lieu de 56"):
         _import(db, path)
