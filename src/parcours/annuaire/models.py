@@ -51,12 +51,16 @@ class _Tracked:
 class Practitioner(_Tracked, Base):
     __tablename__ = "annuaire_practitioner"
 
+    # The logical id is the IDNPS ("8"+RPPS / "0"+ADELI): stable across extracts.
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    idnat_ps: Mapped[str] = mapped_column(String(16), nullable=False, unique=True)
     family: Mapped[str] = mapped_column(String(200), nullable=False)
     given: Mapped[str] = mapped_column(String(200), nullable=False)
     family_folded: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
     given_folded: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+
+    @property
+    def idnat_ps(self) -> str:
+        return self.id
 
 
 class Organization(_Tracked, Base):

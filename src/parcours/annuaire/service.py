@@ -107,11 +107,11 @@ def _practitioner_identifier(values: list[str], modifier: str) -> Any:
     for raw in values:
         tok = parse_token(raw)
         if tok.system in (None, nos.SYSTEM_IDNAT_PS):
-            conds.append(Practitioner.idnat_ps == tok.code)
+            conds.append(Practitioner.id == tok.code)
         if tok.system in (None, nos.SYSTEM_RPPS_URL):
-            conds.append(Practitioner.idnat_ps == "8" + tok.code)
+            conds.append(Practitioner.id == "8" + tok.code)
         if tok.system == nos.SYSTEM_ADELI:
-            conds.append(Practitioner.idnat_ps == "0" + tok.code)
+            conds.append(Practitioner.id == "0" + tok.code)
     return _negate(or_(*conds) if conds else false(), modifier)
 
 

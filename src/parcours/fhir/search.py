@@ -12,6 +12,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -27,6 +28,7 @@ TOKEN_MODIFIERS = frozenset({"", "not"})
 PLAIN = frozenset({""})
 
 
+@lru_cache(maxsize=1 << 16)
 def fold(text: str) -> str:
     """Case- and accent-insensitive form used for FHIR string matching ("Émile" ~ "emile")."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -116,6 +118,16 @@ def parse_search(
                 continue
             if name in ("_offset", "_getpagesoffset"):
                 query.offset = _int_param(name, raw, minimum=0, maximum=None)
+                continue
+            if name == "_totalMethod":
+                # Aidbox/fhirpy's spelling of _total (fhirpy's .count() sends it): accepted as
+                # an alias so that client's helpers work unchanged.
+                name, raw = "_total", {"count": "accurate"}.get(raw, raw)
+            if name == "_summary":
+                if raw != "count":
+                    raise _bad(f"_summary « {raw} » non pris en charge (seul count l'est).", name)
+                query.count, query.total = 0, "accurate"
+                query.echo.append((name_with_mod, raw))
                 continue
             if name == "_total":
                 if raw not in ("none", "estimate", "accurate"):

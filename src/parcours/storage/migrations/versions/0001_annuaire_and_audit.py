@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 09:20:56.002794
+Create Date: 2026-11-23 09:36:42.376736
 """
 
 from __future__ import annotations
@@ -121,7 +121,6 @@ def upgrade() -> None:
     op.create_table(
         "annuaire_practitioner",
         sa.Column("id", sa.String(length=64), nullable=False),
-        sa.Column("idnat_ps", sa.String(length=16), nullable=False),
         sa.Column("family", sa.String(length=200), nullable=False),
         sa.Column("given", sa.String(length=200), nullable=False),
         sa.Column("family_folded", sa.String(length=200), nullable=False),
@@ -134,7 +133,6 @@ def upgrade() -> None:
         sa.Column("extract_id", sa.Integer(), nullable=True),
         sa.Column("attrs", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_annuaire_practitioner")),
-        sa.UniqueConstraint("idnat_ps", name=op.f("uq_annuaire_practitioner_idnat_ps")),
     )
     with op.batch_alter_table("annuaire_practitioner", schema=None) as batch_op:
         batch_op.create_index(
