@@ -38,9 +38,25 @@ from parcours.identity import RPPS  # noqa: E402
 from parcours.storage import migrate  # noqa: E402
 from parcours.storage.db import Database  # noqa: E402
 
-FAMILIES = ["Martin", "Bernard", "Le Gall", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy"]
+FAMILIES = [
+    "Martin",
+    "Bernard",
+    "Le Gall",
+    "Dubois",
+    "Thomas",
+    "Robert",
+    "Richard",
+    "Petit",
+    "Durand",
+    "Leroy",
+]
 GIVEN = ["Élise", "Paul", "Yann", "Marie", "Jean", "Anne", "Luc", "Sophie", "Pierre", "Nolwenn"]
-PROFESSIONS = [("10", "Médecin"), ("60", "Infirmier"), ("70", "Masseur-Kinésithérapeute"), ("21", "Pharmacien")]
+PROFESSIONS = [
+    ("10", "Médecin"),
+    ("60", "Infirmier"),
+    ("70", "Masseur-Kinésithérapeute"),
+    ("21", "Pharmacien"),
+]
 
 
 def big_activity_rows(n: int, seed: int, rename_every: int = 0) -> list[list[str]]:
@@ -51,14 +67,25 @@ def big_activity_rows(n: int, seed: int, rename_every: int = 0) -> list[list[str
         rpps = str(RPPS.generate(rng))
         code, label = PROFESSIONS[i % 4]
         row = [""] * len(ACTIVITY_HEADER)
-        family = FAMILIES[rng.randrange(10)] + ("-Bis" if rename_every and i % rename_every == 0 else "")
+        family = FAMILIES[rng.randrange(10)] + (
+            "-Bis" if rename_every and i % rename_every == 0 else ""
+        )
         for key, value in {
-            "Type d'identifiant PP": "8", "Identifiant PP": rpps, "Identification nationale PP": "8" + rpps,
-            "Code civilité": "M", "Nom d'exercice": family, "Prénom d'exercice": GIVEN[rng.randrange(10)],
-            "Code profession": code, "Libellé profession": label, "Code catégorie professionnelle": "C",
-            "Code mode exercice": "L", "Identifiant technique de la structure": f"R1{i // 3:013d}",
-            "Raison sociale site": f"Cabinet {i // 3}", "Code postal (coord. structure)": "35000",
-            "Libellé commune (coord. structure)": "RENNES", "Code commune (coord. structure)": "35238",
+            "Type d'identifiant PP": "8",
+            "Identifiant PP": rpps,
+            "Identification nationale PP": "8" + rpps,
+            "Code civilité": "M",
+            "Nom d'exercice": family,
+            "Prénom d'exercice": GIVEN[rng.randrange(10)],
+            "Code profession": code,
+            "Libellé profession": label,
+            "Code catégorie professionnelle": "C",
+            "Code mode exercice": "L",
+            "Identifiant technique de la structure": f"R1{i // 3:013d}",
+            "Raison sociale site": f"Cabinet {i // 3}",
+            "Code postal (coord. structure)": "35000",
+            "Libellé commune (coord. structure)": "RENNES",
+            "Code commune (coord. structure)": "35238",
         }.items():
             row[index[key]] = value
         rows.append(row)
@@ -75,7 +102,9 @@ def bench_import(url: str, rows: int, workdir: Path) -> None:
     with db.session() as session:
         report = import_file(session, first)
     t1 = time.perf_counter()
-    print(f"import initial   : {report.rows:>8} lignes en {t1 - t0:6.2f} s = {report.rows / (t1 - t0):>9,.0f} lignes/s ({db.dialect})")
+    print(
+        f"import initial   : {report.rows:>8} lignes en {t1 - t0:6.2f} s = {report.rows / (t1 - t0):>9,.0f} lignes/s ({db.dialect})"
+    )
     # Incremental: 1 % renamed, 1 % vanished, 1 % new.
     changed = big_activity_rows(rows, seed=1, rename_every=100)
     changed = changed[: -rows // 100] + big_activity_rows(rows // 100, seed=2)
@@ -115,20 +144,34 @@ def bench_search(url: str, workdir: Path, searches: int) -> None:
             import_file(session, path)
     with db.session() as session:
         families = list(session.execute(select(Practitioner.family)).scalars())
-        boxes = list(session.execute(select(Mailbox.address).where(Mailbox.type == "PER")).scalars())
+        boxes = list(
+            session.execute(select(Mailbox.address).where(Mailbox.type == "PER")).scalars()
+        )
         total = len(families)
     port = _free_port()
-    settings = Settings(env="development", data_dir=workdir, database_url=url, base_url=f"http://127.0.0.1:{port}")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning"))
+    settings = Settings(
+        env="development", data_dir=workdir, database_url=url, base_url=f"http://127.0.0.1:{port}"
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
     key = keys.load_or_create(settings.keys_dir)
-    token = mint_token(key, issuer=settings.dev_issuer, audience=settings.audience, subject="bench",
-                       claims={"actor": "agent", "agent_id": "bench"}, ttl_seconds=3600)
+    token = mint_token(
+        key,
+        issuer=settings.dev_issuer,
+        audience=settings.audience,
+        subject="bench",
+        claims={"actor": "agent", "agent_id": "bench"},
+        ttl_seconds=3600,
+    )
     rng = random.Random(7)
-    with httpx.Client(base_url=settings.base_url, headers={"Authorization": f"Bearer {token}"}) as client:
+    with httpx.Client(
+        base_url=settings.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         for label, make in (
             ("name", lambda: {"name": rng.choice(families)[:4]}),
             ("mailbox-mss", lambda: {"mailbox-mss": rng.choice(boxes)}),

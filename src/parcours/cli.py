@@ -304,7 +304,7 @@ def demo(
     migrate.upgrade(db)
     manifest = setup.ensure_territory(db, settings, seed=seed, importer=import_extracts)
     _write_instance_file(settings)
-    setup.print_welcome(Console(), settings, manifest)
+    setup.print_welcome(Console(width=max(Console().width, 150)), settings, manifest)
     if not no_serve:
         _serve(settings, host, port)
 

@@ -49,8 +49,12 @@ def server(db: Database, settings: Settings, tmp_path: Path) -> Iterator[Setting
 
 def _token(settings: Settings) -> str:
     return mint_token(
-        keys.load_or_create(settings.keys_dir), issuer=settings.dev_issuer, audience=settings.audience,
-        subject="8" + DUPONT, claims={"actor": "professional", "idnat_ps": "8" + DUPONT}, ttl_seconds=600,
+        keys.load_or_create(settings.keys_dir),
+        issuer=settings.dev_issuer,
+        audience=settings.audience,
+        subject="8" + DUPONT,
+        claims={"actor": "professional", "idnat_ps": "8" + DUPONT},
+        ttl_seconds=600,
     )
 
 
@@ -61,7 +65,12 @@ def test_fhirpy_searches_pages_and_reads(server: Settings) -> None:
     # fetch_all follows the Bundle's next links page by page.
     roles = client.resources("PractitionerRole").limit(1).fetch_all()
     assert len(roles) == 4
-    ch_roles = client.resources("PractitionerRole").search(role="60").include("PractitionerRole", "organization").fetch_raw()
+    ch_roles = (
+        client.resources("PractitionerRole")
+        .search(role="60")
+        .include("PractitionerRole", "organization")
+        .fetch_raw()
+    )
     assert {e["search"]["mode"] for e in ch_roles["entry"]} == {"match", "include"}
     martin = client.reference("Practitioner", "8" + MARTIN).to_resource()
     assert martin["name"][0]["family"] == "Martin"
@@ -70,7 +79,9 @@ def test_fhirpy_searches_pages_and_reads(server: Settings) -> None:
 
 def test_remote_jwks_discovery_over_http(server: Settings) -> None:
     """The verifier fetches the issuer's discovery document and JWKS like it would PSC's."""
-    verifier = TokenVerifier({server.dev_issuer: RemoteJwks(server.dev_issuer)}, audience=server.audience)
+    verifier = TokenVerifier(
+        {server.dev_issuer: RemoteJwks(server.dev_issuer)}, audience=server.audience
+    )
     principal = verifier.verify(_token(server))
     assert principal.kind == "professional" and principal.idnat_ps == "8" + DUPONT
     discovery = httpx.get(f"{server.dev_issuer}/.well-known/openid-configuration").json()

@@ -1,0 +1,87 @@
+"""``parcours demo``: make sure the synthetic territory is loaded, then say how to use it.
+
+The territory goes through the real path: the generator writes extract files in the ANS
+formats and the same importer as ``parcours annuaire import`` loads them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from parcours.annuaire.models import Practitioner
+from parcours.config import Settings
+from parcours.demo.territory import generate_territory
+from parcours.storage.db import Database
+
+Importer = Callable[[Database, list[Path]], list[dict[str, Any]]]
+
+
+def territory_dir(settings: Settings) -> Path:
+    return settings.data_dir / "territoire"
+
+
+def ensure_territory(
+    db: Database, settings: Settings, *, seed: int, importer: Importer
+) -> dict[str, Any]:
+    """Generate and import the department unless the directory already holds it."""
+    directory = territory_dir(settings)
+    manifest_path = directory / "territory.json"
+    with db.session() as session:
+        loaded = session.execute(select(func.count()).select_from(Practitioner)).scalar_one()
+    if loaded and manifest_path.exists():
+        return json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = generate_territory(directory, seed=seed)
+    importer(db, [manifest.activity_path, manifest.mssante_path])
+    return json.loads(manifest.manifest_path.read_text(encoding="utf-8"))
+
+
+def print_welcome(console: Console, settings: Settings, manifest: dict[str, Any]) -> None:
+    base = settings.base_url.rstrip("/")
+    counts = manifest.get("counts", {})
+    console.print()
+    console.print("[bold]parcours — démonstration (Ille-et-Vilaine synthétique)[/]")
+    console.print(
+        f"  {counts.get('persons', '?')} professionnels, "
+        f"{counts.get('mssante_distinct_addresses', '?')} BAL MSSanté, base : {settings.resolved_database_url}"
+    )
+    console.print()
+    console.print(f"  Santé du service     {base}/health")
+    console.print(
+        f"  API FHIR (R4)        {base}/fhir   (CapabilityStatement : {base}/fhir/metadata)"
+    )
+    console.print(f"  OpenAPI              {base}/openapi.json")
+    console.print(f"  Fournisseur d'identité (dév.)  {base}/idp/.well-known/openid-configuration")
+    console.print()
+    table = Table(title="Identités de démonstration", show_lines=False)
+    for column in ("rôle", "nom", "identifiant", "BAL MSSanté"):
+        table.add_column(column)
+    for login in manifest.get("demo_logins", []):
+        table.add_row(
+            login["role"],
+            f"{login.get('prenom', '')} {login.get('nom', '')}",
+            f"--rpps {login['rpps']}",
+            login.get("mailbox") or "",
+        )
+    for point in manifest.get("cpam_accueils", [])[:1]:
+        table.add_row("agent CPAM", point["name"], f"--agent {point['agents'][0]}", "")
+    console.print(table)
+    first = next(iter(manifest.get("demo_logins", [])), None)
+    if first:
+        console.print("Essayez, dans un autre terminal :")
+        console.print(f"  TOKEN=$(.venv/bin/parcours token --rpps {first['rpps']})")
+        console.print(
+            f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/fhir/Practitioner?name='
+            f'{first.get("nom", "martin").split()[0].lower()}&_count=5"'
+        )
+        if first.get("mailbox"):
+            console.print(
+                f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/fhir/Practitioner?mailbox-mss={first["mailbox"]}"'
+            )
+    console.print()
