@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -103,7 +102,8 @@ def bench_import(url: str, rows: int, workdir: Path) -> None:
         report = import_file(session, first)
     t1 = time.perf_counter()
     print(
-        f"import initial   : {report.rows:>8} lignes en {t1 - t0:6.2f} s = {report.rows / (t1 - t0):>9,.0f} lignes/s ({db.dialect})"
+        f"import initial   : {report.rows:>8} lignes en {t1 - t0:6.2f} s = "
+        f"{report.rows / (t1 - t0):>9,.0f} lignes/s ({db.dialect})"
     )
     # Incremental: 1 % renamed, 1 % vanished, 1 % new.
     changed = big_activity_rows(rows, seed=1, rename_every=100)
@@ -116,7 +116,8 @@ def bench_import(url: str, rows: int, workdir: Path) -> None:
     t1 = time.perf_counter()
     p = report.entities["Practitioner"]
     print(
-        f"import incrémental: {report.rows:>8} lignes en {t1 - t0:6.2f} s = {report.rows / (t1 - t0):>9,.0f} lignes/s "
+        f"import incrémental: {report.rows:>8} lignes en {t1 - t0:6.2f} s = "
+        f"{report.rows / (t1 - t0):>9,.0f} lignes/s "
         f"(+{p.created} ~{p.updated} -{p.deactivated} ={p.unchanged})"
     )
     db.dispose()
@@ -130,7 +131,7 @@ def _free_port() -> int:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def bench_search(url: str, workdir: Path, searches: int) -> None:
@@ -184,8 +185,9 @@ def bench_search(url: str, workdir: Path, searches: int) -> None:
                 timings.append((time.perf_counter() - t0) * 1000)
                 assert r.status_code == 200, r.text
             print(
-                f"Practitioner?{label:<12}: p50 {statistics.median(timings):6.2f} ms  p99 {percentile(timings, 0.99):6.2f} ms "
-                f"({searches} requêtes HTTP, {total} professionnels, {len(boxes)} BAL PER, {db.dialect})"
+                f"Practitioner?{label:<12}: p50 {statistics.median(timings):6.2f} ms  "
+                f"p99 {percentile(timings, 0.99):6.2f} ms ({searches} requêtes HTTP, "
+                f"{total} professionnels, {len(boxes)} BAL PER, {db.dialect})"
             )
     server.should_exit = True
     thread.join(5)

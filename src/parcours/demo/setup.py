@@ -49,7 +49,8 @@ def print_welcome(console: Console, settings: Settings, manifest: dict[str, Any]
     console.print("[bold]parcours — démonstration (Ille-et-Vilaine synthétique)[/]")
     console.print(
         f"  {counts.get('persons', '?')} professionnels, "
-        f"{counts.get('mssante_distinct_addresses', '?')} BAL MSSanté, base : {settings.resolved_database_url}"
+        f"{counts.get('mssante_distinct_addresses', '?')} BAL MSSanté, "
+        f"base : {settings.resolved_database_url}"
     )
     console.print()
     console.print(f"  Santé du service     {base}/health")
@@ -81,7 +82,8 @@ def print_welcome(console: Console, settings: Settings, manifest: dict[str, Any]
             f'{first.get("nom", "martin").split()[0].lower()}&_count=5"'
         )
         if first.get("mailbox"):
+            query = f"mailbox-mss={first['mailbox']}"
             console.print(
-                f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/fhir/Practitioner?mailbox-mss={first["mailbox"]}"'
+                f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/fhir/Practitioner?{query}"'
             )
     console.print()
