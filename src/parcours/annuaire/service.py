@@ -75,7 +75,13 @@ def _visible_mailbox() -> Any:
     return and_(Mailbox.active.is_(True), Mailbox.liste_rouge.is_(False))
 
 
-def _mailbox_string(link: Any) -> Callable[[list[str], str], Any]:
+def _mailbox_string(link: tuple[Any, Any, Any]) -> Callable[[list[str], str], Any]:
+    """``link`` = (resource id column, mailbox column holding it, extra mailbox filter).
+
+    Written as ``id IN (SELECT … FROM mailbox WHERE address …)`` so the database starts from
+    the mailbox address index rather than testing every resource."""
+    target, carrier, extra = link
+
     def build(values: list[str], modifier: str) -> Any:
         conds = []
         for raw in values:
@@ -86,14 +92,17 @@ def _mailbox_string(link: Any) -> Callable[[list[str], str], Any]:
                 conds.append(Mailbox.address.contains(v, autoescape=True))
             else:
                 conds.append(and_(Mailbox.address >= v, Mailbox.address < v + _HIGH))
-        return exists().where(link, _visible_mailbox(), or_(*conds))
+        return target.in_(select(carrier).where(extra, _visible_mailbox(), or_(*conds)))
 
     return build
 
 
-def _mailbox_type(link: Any) -> Callable[[list[str], str], Any]:
+def _mailbox_type(link: tuple[Any, Any, Any]) -> Callable[[list[str], str], Any]:
+    target, carrier, extra = link
+
     def build(values: list[str], modifier: str) -> Any:
-        cond = exists().where(link, _visible_mailbox(), Mailbox.type.in_(_codes(values)))
+        boxes = select(carrier).where(extra, _visible_mailbox(), Mailbox.type.in_(_codes(values)))
+        cond = target.in_(boxes)
         return _negate(cond, modifier)
 
     return build
@@ -133,7 +142,7 @@ def _qualification(values: list[str], modifier: str) -> Any:
     return _negate(cond, modifier)
 
 
-_PRACTITIONER_BOX = Mailbox.practitioner_id == Practitioner.id
+_PRACTITIONER_BOX = (Practitioner.id, Mailbox.practitioner_id, Mailbox.practitioner_id.is_not(None))
 
 PRACTITIONER_PARAMS: dict[str, SearchParam] = {
     p.name: p
@@ -192,9 +201,7 @@ PRACTITIONER_PARAMS: dict[str, SearchParam] = {
 
 # --- PractitionerRole --------------------------------------------------------------------
 
-_ROLE_BOX = and_(
-    Mailbox.carrier_type == "PractitionerRole", Mailbox.carrier_id == PractitionerRole.id
-)
+_ROLE_BOX = (PractitionerRole.id, Mailbox.carrier_id, Mailbox.carrier_type == "PractitionerRole")
 
 ROLE_PARAMS: dict[str, SearchParam] = {
     p.name: p
@@ -269,7 +276,7 @@ def _org_identifier(values: list[str], modifier: str) -> Any:
     return _negate(or_(*conds) if conds else false(), modifier)
 
 
-_ORG_BOX = and_(Mailbox.carrier_type == "Organization", Mailbox.carrier_id == Organization.id)
+_ORG_BOX = (Organization.id, Mailbox.carrier_id, Mailbox.carrier_type == "Organization")
 
 ORGANIZATION_PARAMS: dict[str, SearchParam] = {
     p.name: p
