@@ -213,17 +213,27 @@ _TIMESTAMP = re.compile(r"_(\d{12})(?:\.\w+)?$")
 
 
 def write_extract(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
-    """Write a file in the ANS format (trailing ``|`` on every line); returns the row count."""
+    """Write an ANS extract: UTF-8, ``|`` separated, every line (header too) ending with ``|``.
+
+    The format has no quoting, so a value containing ``|`` or a line break would silently shift
+    columns for every reader; such values are refused here instead. Returns the number of data
+    lines written.
+    """
+    width = len(header)
     count = 0
+
+    def render(values: Sequence[str], line_no: int) -> str:
+        if len(values) != width:
+            raise ValueError(f"ligne {line_no} : {len(values)} champs au lieu de {width}")
+        for value in values:
+            if "|" in value or "\n" in value or "\r" in value:
+                raise ValueError(f"ligne {line_no} : valeur interdite dans ce format : {value!r}")
+        return "|".join(values) + "|\n"
+
     with path.open("w", encoding="utf-8", newline="") as fh:
-        fh.write("|".join(header) + "|\n")
-        for row in rows:
-            if len(row) != len(header):
-                raise ValueError(f"ligne de {len(row)} champs pour un en-tête de {len(header)}")
-            if any("|" in value or "\n" in value for value in row):
-                raise ValueError("le format sans guillemets interdit « | » et les sauts de ligne")
-            fh.write("|".join(row) + "|\n")
-            count += 1
+        fh.write(render(list(header), 1))
+        for count, row in enumerate(rows, start=1):
+            fh.write(render(row, count + 1))
     return count
 
 

@@ -44,7 +44,7 @@ import json
 import random
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import accumulate
@@ -54,6 +54,7 @@ from typing import Any, Final, TypeVar
 from faker import Faker
 
 from parcours.annuaire import nomenclatures as nom
+from parcours.annuaire.extracts import ACTIVITY_HEADER, MSSANTE_HEADER, write_extract
 from parcours.identity import ADELI, FINESS, RPPS, SIRET
 
 T = TypeVar("T")
@@ -64,98 +65,6 @@ REGION_LABEL: Final = "Bretagne"
 #: Fixed default generation instant: keeps the default output reproducible byte for byte.
 DEFAULT_GENERATED_AT: Final = datetime(2018, 6, 1, 6, 0, tzinfo=UTC)
 
-ACTIVITY_HEADER: Final[tuple[str, ...]] = (
-    "Type d'identifiant PP",
-    "Identifiant PP",
-    "Identification nationale PP",
-    "Code civilité d'exercice",
-    "Libellé civilité d'exercice",
-    "Code civilité",
-    "Libellé civilité",
-    "Nom d'exercice",
-    "Prénom d'exercice",
-    "Code profession",
-    "Libellé profession",
-    "Code catégorie professionnelle",
-    "Libellé catégorie professionnelle",
-    "Code type savoir-faire",
-    "Libellé type savoir-faire",
-    "Code savoir-faire",
-    "Libellé savoir-faire",
-    "Code mode exercice",
-    "Libellé mode exercice",
-    "Numéro SIRET site",
-    "Numéro SIREN site",
-    "Numéro FINESS site",
-    "Numéro FINESS établissement juridique",
-    "Identifiant technique de la structure",
-    "Raison sociale site",
-    "Enseigne commerciale site",
-    "Complément destinataire (coord. structure)",
-    "Complément point géographique (coord. structure)",
-    "Numéro Voie (coord. structure)",
-    "Indice répétition voie (coord. structure)",
-    "Code type de voie (coord. structure)",
-    "Libellé type de voie (coord. structure)",
-    "Libellé Voie (coord. structure)",
-    "Mention distribution (coord. structure)",
-    "Bureau cedex (coord. structure)",
-    "Code postal (coord. structure)",
-    "Code commune (coord. structure)",
-    "Libellé commune (coord. structure)",
-    "Code pays (coord. structure)",
-    "Libellé pays (coord. structure)",
-    "Téléphone (coord. structure)",
-    "Téléphone 2 (coord. structure)",
-    "Télécopie (coord. structure)",
-    "Adresse e-mail (coord. structure)",
-    "Code département (coord. structure)",
-    "Libellé département (coord. structure)",
-    "Ancien identifiant de la structure",
-    "Autorité d'enregistrement",
-    "Code secteur d'activité",
-    "Libellé secteur d'activité",
-    "Code section tableau pharmaciens",
-    "Libellé section tableau pharmaciens",
-    "Code fonction",
-    "Libellé fonction",
-    "Code genre d'activité",
-    "Libellé genre d'activité",
-)
-
-MSSANTE_HEADER: Final[tuple[str, ...]] = (
-    "Type de BAL",
-    "Adresse BAL",
-    "Type Identifiant PP",
-    "Identifiant PP",
-    "Identification nationale PP",
-    "Type identifiant structure",
-    "Identification Structure",
-    "Service de rattachement",
-    "Civilité d'exercice",
-    "Nom d'exercice",
-    "Prénom d'exercice",
-    "Catégorie profession",
-    "Libellé de catégorie profession",
-    "Code Profession",
-    "Libellé Profession",
-    "Code savoir-faire",
-    "Libellé savoir-faire",
-    "Dématérialisation",
-    "Raison Sociale structure BAL",
-    "Enseigne commerciale structure BAL",
-    "L2COMPLEMENTLOCALISATION",
-    "L3COMPLEMENTDISTRIBUTION",
-    "L4NUMEROVOIE",
-    "L4COMPLEMENTNUMEROVOIE",
-    "NL4TYPEVOIE",
-    "L4LIBELLEVOIE",
-    "L5LIEUDITMENTION",
-    "L6LIGNEACHEMINEMENT",
-    "Code postal",
-    "Département",
-    "Pays",
-)
 
 # ------------------------------------------------------------------------------------------
 # Figures of the seed document (distinct persons / structures)
@@ -534,36 +443,6 @@ _CPAM_SITES: Final = (
     ("Accueil CPAM Vitré", "Vitré"),
     ("Accueil CPAM Redon", "Redon"),
 )
-
-# ------------------------------------------------------------------------------------------
-# Writing the real format
-# ------------------------------------------------------------------------------------------
-
-
-def write_extract(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
-    """Write an ANS extract: UTF-8, ``|`` separated, every line (header too) ending with ``|``.
-
-    The format has no quoting, so a value containing ``|`` or a line break would silently shift
-    columns for every reader; such values are refused here instead. Returns the number of data
-    lines written.
-    """
-    width = len(header)
-    count = 0
-
-    def render(values: Sequence[str], line_no: int) -> str:
-        if len(values) != width:
-            raise ValueError(f"ligne {line_no} : {len(values)} champs au lieu de {width}")
-        for value in values:
-            if "|" in value or "\n" in value or "\r" in value:
-                raise ValueError(f"ligne {line_no} : valeur interdite dans ce format : {value!r}")
-        return "|".join(values) + "|\n"
-
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        fh.write(render(list(header), 1))
-        for count, row in enumerate(rows, start=1):
-            fh.write(render(row, count + 1))
-    return count
-
 
 # ------------------------------------------------------------------------------------------
 # Model of the generated territory
