@@ -11,7 +11,7 @@ from parcours.annuaire import service
 from parcours.auth.dependencies import current_principal
 from parcours.auth.principal import Principal
 from parcours.fhir.responses import FHIRResponse
-from parcours.fhir.routing import fhir_base, lenient, search_items
+from parcours.fhir.routing import check_id, fhir_base, lenient, search_items
 from parcours.fhir.search import parse_search, searchset
 from parcours.storage.deps import db_session
 
@@ -55,7 +55,7 @@ def _add_routes(api: APIRouter, rtype: str) -> None:
         )
 
     def do_read(resource_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
-        return FHIRResponse(service.read(session, rtype, resource_id))
+        return FHIRResponse(service.read(session, rtype, check_id(rtype, resource_id)))
 
     do_search.__name__ = f"search_{rtype}"
     do_read.__name__ = f"read_{rtype}"

@@ -24,6 +24,14 @@ log = logging.getLogger("parcours.audit")
 _SECRET_PARAMS = frozenset({"access_token", "token", "id_token", "code", "client_secret"})
 
 
+def _printable(text: str | None) -> str | None:
+    """Control characters (NUL above all, which PostgreSQL text refuses) are escaped so that a
+    hostile request line can never make the trace fail to write."""
+    if text is None or text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def _scrub_query(raw: str) -> str | None:
     if not raw:
         return None
@@ -31,7 +39,7 @@ def _scrub_query(raw: str) -> str | None:
     for item in raw.split("&"):
         name = item.split("=", 1)[0]
         parts.append(f"{name}=***" if name.lower() in _SECRET_PARAMS else item)
-    return "&".join(parts)
+    return _printable("&".join(parts))
 
 
 def classify(method: str, path: str, prefix: str) -> tuple[str, str | None, str | None]:
@@ -129,7 +137,7 @@ class AuditMiddleware:
             access_mode=principal.access_mode if principal else "normal",
             action=action,
             resource_type=rtype,
-            resource_id=rid,
+            resource_id=_printable(rid[:128] if rid else rid),
             query=_scrub_query(scope.get("query_string", b"").decode("latin-1")),
             outcome=status,
             client_ip=client[0] if client else None,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl
 
 from fastapi import Request
+
+from parcours.fhir.errors import BadRequest
 
 
 def query_items(request: Request) -> list[tuple[str, str]]:
@@ -27,3 +30,16 @@ def lenient(request: Request) -> bool:
 
 def fhir_base(request: Request) -> str:
     return str(request.app.state.settings.base_url).rstrip("/") + "/fhir"
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def check_id(resource_type: str, resource_id: str) -> str:
+    """FHIR logical ids are ``[A-Za-z0-9-.]{1,64}`` (R4 §2.1.0 id); anything else is a 400."""
+    if not _ID.fullmatch(resource_id):
+        raise BadRequest(
+            f"Identifiant logique invalide pour {resource_type} : 64 caractères au plus, "
+            "lettres, chiffres, « - » et « . » seulement."
+        )
+    return resource_id

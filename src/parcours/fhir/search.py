@@ -86,6 +86,8 @@ def _bad(diag: str, name: str) -> BadRequest:
 
 
 def _validate_value(param: SearchParam, modifier: str, raw: str) -> None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise _bad(f"Caractère de contrôle interdit dans « {param.name} ».", param.name)
     if raw == "":
         raise _bad(f"Valeur vide pour le paramètre « {param.name} ».", param.name)
     if param.type == "boolean" and raw not in ("true", "false"):
