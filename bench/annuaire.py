@@ -10,6 +10,7 @@ latencies of Practitioner searches by name and by mailbox-mss over real HTTP (uv
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import socket
 import statistics
@@ -17,11 +18,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import uvicorn
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,7 +39,7 @@ from parcours.auth.devidp import mint_token  # noqa: E402
 from parcours.config import Settings  # noqa: E402
 from parcours.identity import RPPS  # noqa: E402
 from parcours.storage import migrate  # noqa: E402
-from parcours.storage.db import Database  # noqa: E402
+from parcours.storage.db import Database, normalise_url  # noqa: E402
 
 FAMILIES = [
     "Martin",
@@ -194,6 +198,22 @@ def bench_search(url: str, workdir: Path, searches: int) -> None:
     db.dispose()
 
 
+@contextmanager
+def scratch_postgres(url: str) -> Iterator[str]:
+    """A fresh database on the same server, so the search figures see only the department."""
+    admin = create_engine(normalise_url(url), isolation_level="AUTOCOMMIT")
+    name = f"parcours_bench_search_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(normalise_url(url)).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
@@ -206,10 +226,11 @@ def main() -> None:
         url = args.database_url or f"sqlite:///{work / 'bench.sqlite3'}"
         bench_import(url, args.rows, work)
         if not args.skip_search:
-            search_url = args.database_url or f"sqlite:///{work / 'search.sqlite3'}"
             if args.database_url:
-                print("(recherche : même base PostgreSQL, déjà peuplée par l'import)")
-            bench_search(search_url, work, args.searches)
+                with scratch_postgres(args.database_url) as search_url:
+                    bench_search(search_url, work, args.searches)
+            else:
+                bench_search(f"sqlite:///{work / 'search.sqlite3'}", work, args.searches)
 
 
 if __name__ == "__main__":
