@@ -282,3 +282,48 @@ def test_mailboxes_attach_to_their_carrier(db: Database, tmp_path: Path) -> None
         assert ch is not None and ch.structure_key == CH
         created = session.get(Organization, msp.carrier_id)
         assert created is not None and created.name == "MSP de Bruz"
+
+
+def test_history_is_readable_over_fhir(db: Database, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from parcours.app import create_app
+    from parcours.auth import keys
+    from parcours.auth.devidp import mint_token
+    from tests.conftest import make_settings
+
+    _import(db, first_extract(tmp_path))
+    renamed = write_activity(
+        tmp_path,
+        "202602010800",
+        [professional(DUPONT, "Dupont-Le Goff", "Élise", structure=CABINET, name="Cabinet Dupont")],
+    )
+    _import(db, renamed)
+    settings = replace(make_settings(tmp_path, db.url))
+    token = mint_token(
+        keys.load_or_create(settings.keys_dir),
+        issuer=settings.dev_issuer,
+        audience=settings.audience,
+        subject="x",
+        claims={"actor": "agent", "agent_id": "CPAM35-A001"},
+        ttl_seconds=600,
+    )
+    client = TestClient(create_app(settings, db))
+    auth = {"Authorization": f"Bearer {token}"}
+    response = client.get(f"/fhir/Practitioner/8{DUPONT}/_history", headers=auth)
+    history = response.json()
+    assert response.status_code == 200, response.text
+    assert history["type"] == "history" and history["total"] == 2
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2", "1"]
+    assert [e["resource"]["name"][0]["family"] for e in history["entry"]] == [
+        "Dupont-Le Goff",
+        "Dupont",
+    ]
+    v1 = client.get(f"/fhir/Practitioner/8{DUPONT}/_history/1", headers=auth)
+    assert v1.status_code == 200 and v1.json()["name"][0]["family"] == "Dupont"
+    assert v1.headers["etag"] == 'W/"1"'
+    gone = client.get(f"/fhir/Practitioner/8{MARTIN}/_history/2", headers=auth).json()
+    assert gone["active"] is False
+    assert client.get(f"/fhir/Practitioner/8{DUPONT}/_history/9", headers=auth).status_code == 404

@@ -57,6 +57,26 @@ def _add_routes(api: APIRouter, rtype: str) -> None:
     def do_read(resource_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
         return FHIRResponse(service.read(session, rtype, check_id(rtype, resource_id)))
 
+    def do_history(
+        resource_id: str, request: Request, principal: PrincipalDep, session: SessionDep
+    ) -> FHIRResponse:
+        base = fhir_base(request)
+        entries = [
+            {"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r}
+            for r in service.versions(session, rtype, check_id(rtype, resource_id))
+        ]
+        return FHIRResponse(
+            {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries}
+        )
+
+    def do_vread(
+        resource_id: str, version_id: str, principal: PrincipalDep, session: SessionDep
+    ) -> FHIRResponse:
+        resource = service.version(session, rtype, check_id(rtype, resource_id), version_id)
+        return FHIRResponse(resource, headers={"ETag": f'W/"{version_id}"'})
+
+    do_history.__name__ = f"history_{rtype}"
+    do_vread.__name__ = f"vread_{rtype}"
     do_search.__name__ = f"search_{rtype}"
     do_read.__name__ = f"read_{rtype}"
     api.add_api_route(f"/{rtype}", do_search, methods=["GET"], summary=f"Rechercher {rtype}")
@@ -65,4 +85,16 @@ def _add_routes(api: APIRouter, rtype: str) -> None:
     )
     api.add_api_route(
         f"/{rtype}/{{resource_id}}", do_read, methods=["GET"], summary=f"Lire {rtype}"
+    )
+    api.add_api_route(
+        f"/{rtype}/{{resource_id}}/_history",
+        do_history,
+        methods=["GET"],
+        summary=f"Historique {rtype}",
+    )
+    api.add_api_route(
+        f"/{rtype}/{{resource_id}}/_history/{{version_id}}",
+        do_vread,
+        methods=["GET"],
+        summary=f"Lire une version de {rtype}",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, exists, false, func, or_, select
@@ -18,7 +19,13 @@ from sqlalchemy.orm import Session
 
 from parcours.annuaire import nomenclatures as nos
 from parcours.annuaire import resources
-from parcours.annuaire.models import Mailbox, Organization, Practitioner, PractitionerRole
+from parcours.annuaire.models import (
+    History,
+    Mailbox,
+    Organization,
+    Practitioner,
+    PractitionerRole,
+)
 from parcours.fhir.errors import NotFound
 from parcours.fhir.search import (
     STRING_MODIFIERS,
@@ -432,3 +439,40 @@ def search(session: Session, query: SearchQuery) -> SearchResult:
             )
             included += render(session, "Practitioner", list(pps))
     return SearchResult(matches, included, total, has_more)
+
+
+def _from_snapshot(model: type, snapshot: dict[str, Any]) -> Any:
+    """A detached row rebuilt from a history snapshot (only for rendering)."""
+    values = dict(snapshot)
+    if isinstance(values.get("last_updated"), str):
+        values["last_updated"] = datetime.fromisoformat(values["last_updated"])
+    columns = {c.key for c in model.__table__.columns}  # type: ignore[attr-defined]
+    return model(**{k: v for k, v in values.items() if k in columns})
+
+
+def versions(session: Session, rtype: str, rid: str) -> list[dict[str, Any]]:
+    """Every version of a directory resource, newest first (FHIR ``_history``).
+
+    Past versions are rendered from the snapshots the importer kept; they carry no ``telecom``
+    because mailboxes are versioned on their own rows, not with their carrier.
+    """
+    kind = KINDS[rtype]
+    current = session.get(kind.model, rid)
+    if current is None:
+        raise NotFound(rtype, rid)
+    out = [render(session, rtype, [current])[0]]
+    past = session.execute(
+        select(History)
+        .where(History.resource_type == kind.model.__name__, History.resource_id == rid)
+        .order_by(History.version.desc())
+    ).scalars()
+    fn = _RENDER[rtype]
+    out += [fn(_from_snapshot(kind.model, h.snapshot), []) for h in past]
+    return out
+
+
+def version(session: Session, rtype: str, rid: str, version_id: str) -> dict[str, Any]:
+    for resource in versions(session, rtype, rid):
+        if resource["meta"]["versionId"] == version_id:
+            return resource
+    raise NotFound(rtype, f"{rid}/_history/{version_id}")

@@ -15,7 +15,12 @@ def capability_statement(
     for rtype, (params, includes) in resources.items():
         entry: dict[str, Any] = {
             "type": rtype,
-            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "interaction": [
+                {"code": "read"},
+                {"code": "vread"},
+                {"code": "history-instance"},
+                {"code": "search-type"},
+            ],
             "searchParam": [
                 {"name": p.name, "type": p.type, "documentation": p.description}
                 for p in params.values()
