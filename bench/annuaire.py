@@ -14,7 +14,6 @@ import os
 import random
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,19 +26,16 @@ import uvicorn
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from parcours.annuaire.extracts import ACTIVITY_HEADER, write_extract  # noqa: E402
-from parcours.annuaire.importer import import_file  # noqa: E402
-from parcours.annuaire.models import Mailbox, Practitioner  # noqa: E402
-from parcours.app import create_app  # noqa: E402
-from parcours.auth import keys  # noqa: E402
-from parcours.auth.devidp import mint_token  # noqa: E402
-from parcours.config import Settings  # noqa: E402
-from parcours.identity import RPPS  # noqa: E402
-from parcours.storage import migrate  # noqa: E402
-from parcours.storage.db import Database, normalise_url  # noqa: E402
+from parcours.annuaire.extracts import ACTIVITY_HEADER, write_extract
+from parcours.annuaire.importer import import_file
+from parcours.annuaire.models import Mailbox, Practitioner
+from parcours.app import create_app
+from parcours.auth import keys
+from parcours.auth.devidp import mint_token
+from parcours.config import Settings
+from parcours.identity import RPPS
+from parcours.storage import migrate
+from parcours.storage.db import Database, normalise_url
 
 FAMILIES = [
     "Martin",

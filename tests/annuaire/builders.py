@@ -7,14 +7,6 @@ from pathlib import Path
 from parcours.annuaire.extracts import ACTIVITY_HEADER, MSSANTE_HEADER, write_extract
 
 
-def activity_row(**fields: str) -> list[str]:
-    """A personal-activity line; keyword names are the header names with spaces → '_'."""
-    named = {k.replace("_", " "): v for k, v in fields.items()}
-    unknown = set(named) - set(ACTIVITY_HEADER)
-    assert not unknown, unknown
-    return [named.get(h, "") for h in ACTIVITY_HEADER]
-
-
 def professional(
     rpps: str,
     family: str,

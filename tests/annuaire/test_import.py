@@ -19,11 +19,7 @@ from parcours.annuaire.models import (
 )
 from parcours.storage.db import Database
 from tests.annuaire.builders import mailbox, professional, write_activity, write_mssante
-
-# Valid RPPS numbers (Luhn) generated once with parcours.identity.RPPS.generate.
-DUPONT, MARTIN, LEGALL = "10291417771", "10000000017", "10000000025"
-CABINET = "R10000000000001"
-CH = "F350000001"
+from tests.scenario import CABINET, CH, DUPONT, LEGALL, MARTIN
 
 
 def _valid(rpps: str) -> str:
