@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("var")
@@ -30,7 +30,6 @@ class Settings:
     token_ttl_seconds: int = 3600
     clock_skew_seconds: int = 30
     log_level: str = "INFO"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_development(self) -> bool:

@@ -621,6 +621,7 @@ def _history(
     if not keys:
         return
     rtype = model.__name__
+    pk = model.__table__.primary_key.columns.values()[0].key  # type: ignore[attr-defined]
     for start in range(0, len(keys), 500):
         olds = session.execute(
             select(model).where(key_col.in_(keys[start : start + 500]))
@@ -628,7 +629,6 @@ def _history(
         rows = []
         for old in olds:
             snap = _snapshot(old, model)
-            pk = model.__table__.primary_key.columns.values()[0].key  # type: ignore[attr-defined]
             rows.append(
                 {
                     "resource_type": rtype,
