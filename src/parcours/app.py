@@ -16,6 +16,8 @@ from parcours.audit.middleware import AuditMiddleware
 from parcours.auth import devidp, keys
 from parcours.auth.tokens import KeySource, RemoteJwks, StaticJwks, TokenVerifier
 from parcours.config import Settings, get_settings
+from parcours.dossier import routes as dossier_routes
+from parcours.dossier.store import DocumentStore, open_store
 from parcours.fhir.capability import capability_statement
 from parcours.fhir.errors import FHIRError, Issue, operation_outcome
 from parcours.fhir.responses import FHIRResponse
@@ -37,7 +39,11 @@ def build_verifier(settings: Settings, dev_key: keys.SigningKey | None) -> Token
     )
 
 
-def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    db: Database | None = None,
+    documents: DocumentStore | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
     db = db or Database(settings.resolved_database_url)
     if not migrate.is_up_to_date(db):
@@ -55,6 +61,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     app.state.db = db
     app.state.dev_key = dev_key
     app.state.verifier = build_verifier(settings, dev_key)
+    app.state.documents = documents or open_store(settings)
 
     _install_error_handlers(app)
     app.add_middleware(AuditMiddleware, database=lambda: app.state.db)
@@ -75,6 +82,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     if settings.is_development:
         app.include_router(devidp.router())
     app.include_router(annuaire_routes.router())
+    app.include_router(dossier_routes.router())
 
     @app.api_route(
         "/fhir/{path:path}",

@@ -30,6 +30,13 @@ class Settings:
     token_ttl_seconds: int = 3600
     clock_skew_seconds: int = 30
     log_level: str = "INFO"
+    # Document bytes: "" = files under data_dir/blobs; "s3://bucket[/prefix]" = S3-compatible
+    # storage at s3_endpoint (credentials from PARCOURS_S3_ACCESS_KEY / _SECRET_KEY).
+    blob_url: str = ""
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    max_document_bytes: int = 20 * 1024 * 1024
 
     @property
     def is_development(self) -> bool:
@@ -60,6 +67,11 @@ _FIELDS = {
     "token_ttl_seconds": int,
     "clock_skew_seconds": int,
     "log_level": str,
+    "blob_url": str,
+    "s3_endpoint": str,
+    "s3_access_key": str,
+    "s3_secret_key": str,
+    "max_document_bytes": int,
 }
 
 

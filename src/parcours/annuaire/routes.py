@@ -15,7 +15,7 @@ from parcours.fhir.routing import check_id, fhir_base, lenient, search_items
 from parcours.fhir.search import parse_search, searchset
 from parcours.storage.deps import db_session
 
-SessionDep = Annotated[Session, Depends(db_session)]
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 

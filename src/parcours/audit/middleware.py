@@ -15,6 +15,7 @@ import anyio
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from parcours.audit import context as audit_context
 from parcours.audit.service import AuditEntry, record
 from parcours.fhir.errors import Issue, operation_outcome
 
@@ -95,6 +96,10 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
 
+        details: dict[str, object] = {}
+        state["audit_details"] = details
+        token = audit_context.current.set(details)
+
         async def send_traced(message: Message) -> None:
             if message["type"] == "http.response.start":
                 try:
@@ -122,12 +127,18 @@ class AuditMiddleware:
                 return
             await send(message)
 
-        await self.app(scope, receive, send_traced)
+        try:
+            await self.app(scope, receive, send_traced)
+        finally:
+            audit_context.current.reset(token)
 
     def _write(self, scope: Scope, prefix: str, status: int) -> None:
         state = scope.get("state", {})
         principal = state.get("principal")
         action, rtype, rid = classify(scope["method"], scope["path"], prefix)
+        details = state.get("audit_details") or {}
+        rtype = details.get("resource_type", rtype)
+        rid = details.get("resource_id", rid)
         client = scope.get("client")
         entry = AuditEntry(
             request_id=state["request_id"],
@@ -141,5 +152,7 @@ class AuditMiddleware:
             query=_scrub_query(scope.get("query_string", b"").decode("latin-1")),
             outcome=status,
             client_ip=client[0] if client else None,
+            patient_id=details.get("patient_id"),
+            rule=details.get("rule"),
         )
         record(self.database(), entry)  # type: ignore[arg-type]

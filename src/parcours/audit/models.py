@@ -28,5 +28,9 @@ class AuditEvent(Base):
     query: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[int] = mapped_column(Integer, nullable=False)
     client_ip: Mapped[str | None] = mapped_column(String(64))
+    # The DMP concerned (patient id) and the policy rule that decided: what a patient's
+    # "who saw my record" page and an auditor replaying a decision need.
+    patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    rule: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)

@@ -40,11 +40,19 @@ class AuditEntry:
     query: str | None
     outcome: int
     client_ip: str | None
+    patient_id: str | None = None
+    rule: str | None = None
+
+
+# Fields added after the chain started: left out of the digest when empty, so that records
+# written before they existed still verify.
+_OPTIONAL = frozenset({"patient_id", "rule"})
 
 
 def _digest(prev_hash: str, recorded_at: datetime, entry: dict[str, object]) -> str:
+    fields = {k: v for k, v in entry.items() if not (k in _OPTIONAL and v is None)}
     body = orjson.dumps(
-        {**entry, "recorded_at": recorded_at.isoformat(timespec="microseconds")},
+        {**fields, "recorded_at": recorded_at.isoformat(timespec="microseconds")},
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(prev_hash.encode() + b"|" + body).hexdigest()

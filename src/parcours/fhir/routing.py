@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import Request
 
-from parcours.fhir.errors import BadRequest
+from parcours.fhir.errors import BadRequest, FHIRError
 
 
 def query_items(request: Request) -> list[tuple[str, str]]:
@@ -43,3 +45,24 @@ def check_id(resource_type: str, resource_id: str) -> str:
             "lettres, chiffres, « - » et « . » seulement."
         )
     return resource_id
+
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body (FHIR JSON or JSON Patch), or a 4xx OperationOutcome."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and not (media.endswith("json") or media.endswith("+json")):
+        raise FHIRError(
+            415,
+            "not-supported",
+            f"Type de contenu non pris en charge : {media} (application/fhir+json attendu).",
+        )
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise FHIRError(413, "too-costly", "Corps de requête trop volumineux.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"JSON invalide : {exc}", code="structure") from None

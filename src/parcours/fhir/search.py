@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+from parcours.fhir.dates import check_date_value
 from parcours.fhir.errors import BadRequest, FHIRError, Issue
 
 ParamType = Literal["string", "token", "reference", "boolean", "date", "uri"]
@@ -94,6 +95,8 @@ def _validate_value(param: SearchParam, modifier: str, raw: str) -> None:
         raise _bad(
             f"Le paramètre « {param.name} » attend true ou false, reçu « {raw} ».", param.name
         )
+    if param.type == "date":
+        check_date_value(param.name, raw)
     if param.type == "token":
         token = parse_token(raw)
         if token.code == "":

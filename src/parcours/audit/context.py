@@ -1,0 +1,24 @@
+"""Details a service adds to the current request's trace (patient concerned, deciding rule).
+
+The audit middleware puts a fresh dict in a context variable for each request; the service's
+policy-enforcement point calls :func:`note`. FastAPI runs sync routes in a worker thread with a
+*copy* of the context, so the middleware shares a mutable dict rather than reading the variable
+back: the copy holds the same dict object.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+current: ContextVar[dict[str, Any] | None] = ContextVar("parcours_audit_details", default=None)
+
+
+def note(**details: Any) -> None:
+    """Record details for the trace of the request being served (no-op outside a request)."""
+    target = current.get()
+    if target is None:
+        return
+    for key, value in details.items():
+        if value is not None:
+            target.setdefault(key, value)

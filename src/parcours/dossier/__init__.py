@@ -1,0 +1,1 @@
+"""The DMP: patients, records, consent, documents (PDSm / IHE MHD)."""

@@ -1,0 +1,367 @@
+"""Patients and their DMP: identity, the consent that opens a record, closing it.
+
+A record exists only once the patient's consent is recorded (FHIR ``Consent``), with the
+channel it was created through as data (CPAM desk, patient online, pharmacy, hospital
+admission, other professional). Closing stops every access; the content is kept for the legal
+retention period (10 years) and then purged. ``Patient.active`` tells whether the DMP is open,
+as PDSm4DMP TD0.2 proposes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from parcours.audit import context as audit_context
+from parcours.auth.principal import Principal
+from parcours.dossier.models import Consent, Patient, Record
+from parcours.fhir.errors import BadRequest, FHIRError, NotFound
+from parcours.fhir.search import fold
+from parcours.identity import INS, INS_OIDS, IdentifierError
+from parcours.policy.decision import Action, Decision, RecordFacts, decide
+from parcours.storage.models import utcnow
+
+PARCOURS = "https://parcours.example.org/fhir"
+EXT_CHANNEL = PARCOURS + "/StructureDefinition/dmp-canal-creation"
+CS_CHANNEL = PARCOURS + "/CodeSystem/dmp-canal-creation"
+# Draft names proposed by PDSm4DMP TD0.2 (no published artefact; reference §2).
+EXT_CLOSURE = "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/dmp-fermeture"
+FR_CORE_PATIENT = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patient"
+RETENTION_YEARS = 10
+
+CHANNELS: dict[str, str] = {
+    "guichet-cpam": "Accueil de la caisse d'assurance maladie",
+    "patient-en-ligne": "Le patient en ligne",
+    "pharmacie": "Pharmacie d'officine",
+    "etablissement": "Admission en établissement de santé (GAM)",
+    "professionnel": "Autre professionnel de santé",
+}
+# Which kind of actor may record consent through which channel.
+CHANNEL_ACTORS: dict[str, tuple[str, ...]] = {
+    "guichet-cpam": ("agent",),
+    "patient-en-ligne": ("patient",),
+    "pharmacie": ("professional",),
+    "etablissement": ("professional",),
+    "professionnel": ("professional",),
+}
+GENDERS = frozenset({"male", "female", "other", "unknown"})
+
+
+@dataclass(frozen=True)
+class ResolvedPatient:
+    patient: Patient
+    record: Record | None
+
+    @property
+    def facts(self) -> RecordFacts:
+        status = "absent" if self.record is None else self.record.status
+        return RecordFacts(self.patient.id, self.patient.ins, status)  # type: ignore[arg-type]
+
+
+def enforce(
+    principal: Principal,
+    action: Action,
+    facts: RecordFacts,
+    document: Any = None,
+    *,
+    status: int = 403,
+) -> Decision:
+    """Ask the policy-decision point, trace its answer, raise on a refusal."""
+    decision = decide(principal, action, facts, document)
+    audit_context.note(patient_id=facts.patient_id, rule=decision.rule)
+    if decision.deny:
+        raise FHIRError(status, "forbidden", f"{decision.reason} (règle {decision.rule})")
+    return decision
+
+
+def _patient_by_ins(session: Session, value: str, system: str | None) -> Patient | None:
+    query = select(Patient).where(Patient.ins == value)
+    if system:
+        query = query.where(Patient.ins_system == system)
+    return session.execute(query).scalar_one_or_none()
+
+
+def resolve_reference(session: Session, reference: str) -> Patient:
+    """``Patient/<id>``, an absolute URL ending so, or ``Patient?identifier=<system>|<INS>``."""
+    ref = reference.strip()
+    if "Patient?" in ref:
+        query = ref.split("Patient?", 1)[1]
+        name, _, value = query.partition("=")
+        if name != "identifier" or not value:
+            raise BadRequest(f"Référence conditionnelle non prise en charge : {ref}")
+        system, _, ins = value.rpartition("|")
+        patient = _patient_by_ins(session, ins, system or None)
+        if patient is None:
+            raise FHIRError(400, "not-found", f"Aucun patient d'INS {ins} connu du DMP ({ref}).")
+        return patient
+    if "Patient/" in ref:
+        pid = ref.rsplit("Patient/", 1)[1].split("/")[0]
+        patient = session.get(Patient, pid)
+        if patient is None:
+            raise FHIRError(400, "not-found", f"Patient/{pid} introuvable.")
+        return patient
+    raise BadRequest(f"Référence de patient non résolue : {ref}")
+
+
+def load(session: Session, patient: Patient) -> ResolvedPatient:
+    return ResolvedPatient(patient, session.get(Record, patient.id))
+
+
+def render_patient(patient: Patient, record: Record | None) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": patient.id,
+        "meta": {
+            "versionId": str(patient.version),
+            "lastUpdated": patient.last_updated.isoformat(),
+            "profile": [FR_CORE_PATIENT],
+        },
+        "identifier": [
+            {
+                "use": "official",
+                "type": {
+                    "coding": [
+                        {
+                            "system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203",
+                            "code": "INS-NIR",
+                        }
+                    ]
+                },
+                "system": patient.ins_system,
+                "value": patient.ins,
+            }
+        ],
+        "active": record is not None and record.status == "open",
+        "name": [{"use": "official", "family": patient.family, "given": patient.given.split()}],
+        "gender": patient.gender,
+        "birthDate": patient.birth_date.isoformat(),
+    }
+    if record is not None and record.status == "closed":
+        closure: list[dict[str, Any]] = [
+            {"url": "dateFermeture", "valueDate": record.closed_at.date().isoformat()}  # type: ignore[union-attr]
+        ]
+        if record.close_reason:
+            closure.append({"url": "raisonFermeture", "valueString": record.close_reason})
+        resource["extension"] = [{"url": EXT_CLOSURE, "extension": closure}]
+    return resource
+
+
+def create_patient(session: Session, principal: Principal, resource: Any) -> tuple[Patient, bool]:
+    """Create (or, for an INS already known, return) a patient; ``True`` if created."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
+        raise BadRequest("Une ressource Patient est attendue.")
+    if principal.kind not in ("professional", "agent", "patient"):
+        raise FHIRError(403, "forbidden", "Acteur non habilité à déclarer un patient.")
+    ins_ident = None
+    for ident in resource.get("identifier") or []:
+        if (
+            isinstance(ident, dict)
+            and str(ident.get("system")).removeprefix("urn:oid:") in INS_OIDS
+        ):
+            ins_ident = ident
+            break
+    if ins_ident is None:
+        raise BadRequest(
+            "Identifiant INS obligatoire (system urn:oid:1.2.250.1.213.1.4.8 pour le NIR, "
+            ".4.9 NIA, .4.10 test, .4.11 démonstration).",
+            expression=["Patient.identifier"],
+        )
+    try:
+        oid = str(ins_ident["system"]).removeprefix("urn:oid:")
+        ins = INS.parse(str(ins_ident.get("value") or ""), oid=oid)
+    except IdentifierError as exc:
+        raise BadRequest(str(exc), expression=["Patient.identifier.value"]) from None
+    if principal.kind == "patient" and principal.ins != ins.value:
+        raise FHIRError(403, "forbidden", "Un patient ne déclare que sa propre identité.")
+    names = resource.get("name") or []
+    name = names[0] if names and isinstance(names[0], dict) else {}
+    family = str(name.get("family") or "").strip()
+    given = " ".join(str(g) for g in name.get("given") or []).strip()
+    if not family or not given:
+        raise BadRequest("Nom de naissance et prénom(s) obligatoires.", expression=["Patient.name"])
+    gender = resource.get("gender")
+    if gender not in GENDERS:
+        raise BadRequest(
+            "Sexe obligatoire : male, female, other ou unknown.", expression=["Patient.gender"]
+        )
+    try:
+        birth = date.fromisoformat(str(resource.get("birthDate") or ""))
+    except ValueError:
+        raise BadRequest(
+            "Date de naissance obligatoire au format AAAA-MM-JJ.", expression=["Patient.birthDate"]
+        ) from None
+    existing = _patient_by_ins(session, ins.value, None)
+    if existing is not None:
+        return existing, False
+    now = utcnow()
+    patient = Patient(
+        id=str(uuid.uuid4()),
+        ins=ins.value,
+        ins_system="urn:oid:" + ins.oid,
+        family=family,
+        given=given,
+        family_folded=fold(family),
+        birth_date=birth,
+        gender=gender,
+        version=1,
+        created_at=now,
+        last_updated=now,
+    )
+    session.add(patient)
+    session.flush()
+    audit_context.note(patient_id=patient.id, resource_type="Patient", resource_id=patient.id)
+    return patient, True
+
+
+def _channel(resource: dict[str, Any]) -> str:
+    for ext in resource.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == EXT_CHANNEL:
+            coding = ext.get("valueCoding") or {}
+            code = coding.get("code") or ext.get("valueCode")
+            if code in CHANNELS:
+                return str(code)
+            raise BadRequest(
+                f"Canal de création inconnu : {code}. Canaux : {', '.join(CHANNELS)}.",
+                expression=["Consent.extension"],
+            )
+    raise BadRequest(
+        f"Canal de création obligatoire (extension {EXT_CHANNEL}).",
+        expression=["Consent.extension"],
+    )
+
+
+def record_consent(session: Session, principal: Principal, resource: Any) -> Consent:
+    """Record the patient's consent to a DMP and open (or reopen) the record."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "Consent":
+        raise BadRequest("Une ressource Consent est attendue.")
+    if resource.get("status") != "active":
+        raise BadRequest(
+            "Le consentement doit être « active » pour créer le DMP.",
+            expression=["Consent.status"],
+        )
+    patient_ref = (resource.get("patient") or {}).get("reference")
+    if not isinstance(patient_ref, str):
+        raise BadRequest("Consent.patient obligatoire.", expression=["Consent.patient"])
+    channel = _channel(resource)
+    if principal.kind not in CHANNEL_ACTORS[channel]:
+        raise FHIRError(
+            403,
+            "forbidden",
+            f"Le canal « {CHANNELS[channel]} » n'est pas ouvert à cet acteur ({principal.kind}).",
+        )
+    patient = resolve_reference(session, patient_ref)
+    resolved = load(session, patient)
+    if resolved.record is not None and resolved.record.status == "open":
+        audit_context.note(patient_id=patient.id)
+        raise FHIRError(409, "duplicate", "Ce patient a déjà un DMP ouvert.")
+    enforce(principal, "create-record", resolved.facts)
+    now = utcnow()
+    consent_id = str(uuid.uuid4())
+    stored = dict(resource)
+    stored.update(
+        id=consent_id,
+        meta={"versionId": "1", "lastUpdated": now.isoformat()},
+        patient={"reference": f"Patient/{patient.id}"},
+    )
+    stored.setdefault("dateTime", now.isoformat())
+    consent = Consent(
+        id=consent_id,
+        patient_id=patient.id,
+        status="active",
+        channel=channel,
+        recorded_at=now,
+        recorded_by=principal.actor_id,
+        resource=stored,
+    )
+    session.add(consent)
+    if resolved.record is None:
+        session.add(
+            Record(
+                patient_id=patient.id,
+                status="open",
+                channel=channel,
+                consent_id=consent_id,
+                opened_at=now,
+                opened_by=principal.actor_id,
+            )
+        )
+    else:  # reactivation of a closed record within its retention period
+        record = resolved.record
+        record.status, record.channel, record.consent_id = "open", channel, consent_id
+        record.opened_at, record.opened_by = now, principal.actor_id
+        record.closed_at = record.closed_by = record.close_reason = None
+        record.retention_until = None
+    patient.version += 1
+    patient.last_updated = now
+    session.flush()
+    audit_context.note(resource_type="Consent", resource_id=consent_id)
+    return consent
+
+
+def close_record(session: Session, principal: Principal, patient_id: str, reason: str) -> Record:
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFound("Patient", patient_id)
+    resolved = load(session, patient)
+    enforce(principal, "close-record", resolved.facts)
+    record = resolved.record
+    assert record is not None
+    now = utcnow()
+    record.status = "closed"
+    record.closed_at, record.closed_by = now, principal.actor_id
+    record.close_reason = reason or None
+    record.retention_until = now.date() + timedelta(days=365 * RETENTION_YEARS + 3)
+    patient.version += 1
+    patient.last_updated = now
+    session.flush()
+    return record
+
+
+def read_patient(session: Session, principal: Principal, patient_id: str) -> dict[str, Any]:
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFound("Patient", patient_id)
+    resolved = load(session, patient)
+    _may_see_identity(principal, resolved)
+    return render_patient(patient, resolved.record)
+
+
+def _may_see_identity(principal: Principal, resolved: ResolvedPatient) -> None:
+    """Identity and DMP status (TD0.2) are visible to professionals and agents, and to the
+    patient for himself; the record's content is governed by ``decide``."""
+    audit_context.note(patient_id=resolved.patient.id)
+    if principal.kind == "patient" and principal.ins != resolved.patient.ins:
+        raise FHIRError(403, "forbidden", "Un patient ne consulte que sa propre fiche.")
+
+
+def search_patients(
+    session: Session, principal: Principal, identifier: str | None
+) -> list[dict[str, Any]]:
+    if not identifier:
+        raise BadRequest(
+            "Recherche de patient par INS seulement : identifier=<système>|<INS>.",
+            expression=["identifier"],
+        )
+    system, _, value = identifier.rpartition("|")
+    patient = _patient_by_ins(session, value, system or None)
+    if patient is None:
+        return []
+    resolved = load(session, patient)
+    _may_see_identity(principal, resolved)
+    return [render_patient(patient, resolved.record)]
+
+
+def read_consent(session: Session, principal: Principal, consent_id: str) -> dict[str, Any]:
+    consent = session.get(Consent, consent_id)
+    if consent is None:
+        raise NotFound("Consent", consent_id)
+    patient = session.get(Patient, consent.patient_id)
+    assert patient is not None
+    resolved = load(session, patient)
+    enforce(principal, "read-record", resolved.facts)
+    return consent.resource
