@@ -8,7 +8,9 @@ never a silent skip: PostgreSQL tests must run there.
 from __future__ import annotations
 
 import os
+import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,9 +53,18 @@ class PostgresScratch:
         return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
+        # WITH (FORCE) cannot terminate an autovacuum worker (it runs as a superuser), so a
+        # drop racing one is retried; a database still busy after that is only reported.
         with self.admin.connect() as conn:
             for name in self.created:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                for attempt in range(10):
+                    try:
+                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                        break
+                    except Exception:
+                        if attempt == 9:
+                            warnings.warn(f"scratch database {name} left behind", stacklevel=1)
+                        time.sleep(0.5)
         self.admin.dispose()
 
 

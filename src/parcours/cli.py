@@ -20,9 +20,11 @@ app = typer.Typer(help="parcours : DMP, MSSanté, Annuaire santé.", no_args_is_
 db_app = typer.Typer(help="Base de données (migrations Alembic).", no_args_is_help=True)
 annuaire_app = typer.Typer(help="Annuaire santé.", no_args_is_help=True)
 audit_app = typer.Typer(help="Traces d'accès.", no_args_is_help=True)
+dossier_app = typer.Typer(help="DMP : documents chiffrés, clés.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(annuaire_app, name="annuaire")
 app.add_typer(audit_app, name="audit")
+app.add_typer(dossier_app, name="dossier")
 
 err = Console(stderr=True)
 
@@ -246,6 +248,21 @@ def audit_verify() -> None:
         err.print(f"Chaîne intègre : {report.checked} traces vérifiées.")
         return
     _fail(f"chaîne rompue à la trace n° {report.first_bad_seq} : {report.reason}.")
+
+
+@dossier_app.command("rotate-key")
+def dossier_rotate_key() -> None:
+    """Créer une nouvelle clé maîtresse (KEK) et y ré-envelopper les clés des documents."""
+    from parcours.dossier.documents import rewrap_keys
+    from parcours.storage.crypto import KeyRing
+
+    settings = _settings()
+    db = _database(settings)
+    _require_schema(db)
+    directory = settings.keys_dir / "dossier"
+    key_id = KeyRing.rotate(directory)
+    count = rewrap_keys(db, KeyRing.load_or_create(directory))
+    err.print(f"Nouvelle clé active {key_id} : {count} clés de documents ré-enveloppées.")
 
 
 def _write_instance_file(settings: config.Settings) -> None:

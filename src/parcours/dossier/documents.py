@@ -57,7 +57,7 @@ from parcours.fhir.search import (
 )
 from parcours.identity import IDNST_OID
 from parcours.policy.decision import DocumentFacts, document_filter
-from parcours.storage.crypto import DecryptionError
+from parcours.storage.crypto import DecryptionError, KeyRing
 from parcours.storage.db import Database
 from parcours.storage.models import utcnow
 
@@ -368,6 +368,14 @@ def _publish_in(
             )
         )
         token_rows += _doc_tokens(doc_id, draft)
+        token_rows.append(
+            {
+                "document_id": doc_id,
+                "param": "identifier",
+                "system": RFC3986,
+                "code": f"urn:uuid:{doc_id}",
+            }
+        )
         text = draft.title + "\n" + fulltext.extract_text(draft.content_type, binary.data)
         term_rows += [
             {"document_id": doc_id, "term": t, "patient_id": patient.id}
@@ -1135,3 +1143,23 @@ def binary_resource(binary_id: str, got: Retrieved) -> dict[str, Any]:
         "contentType": got.content_type,
         "data": base64.b64encode(got.data).decode(),
     }
+
+
+# --- key rotation ---------------------------------------------------------------------------
+
+
+def rewrap_keys(db: Database, keys: KeyRing, batch: int = 500) -> int:
+    """Re-wrap every document key not under the active KEK; bytes are not touched."""
+    done = 0
+    while True:
+        with db.session() as session:
+            docs = (
+                session.execute(select(Document).where(Document.key_id != keys.active).limit(batch))
+                .scalars()
+                .all()
+            )
+            for doc in docs:
+                doc.key_id, doc.wrapped_key = keys.rewrap(doc.key_id, doc.wrapped_key, doc.blob_key)
+            done += len(docs)
+        if len(docs) < batch:
+            return done

@@ -365,3 +365,16 @@ def read_consent(session: Session, principal: Principal, consent_id: str) -> dic
     resolved = load(session, patient)
     enforce(principal, "read-record", resolved.facts)
     return consent.resource
+
+
+def traces(
+    session: Session, principal: Principal, patient_id: str, count: int, offset: int
+) -> list[dict[str, Any]]:
+    """Who accessed this DMP, for those entitled (the patient himself, for now)."""
+    from parcours.audit.fhir import events_for_patient
+
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFound("Patient", patient_id)
+    enforce(principal, "read-traces", load(session, patient).facts)
+    return events_for_patient(session, patient_id, count, offset)

@@ -297,4 +297,38 @@ def router() -> APIRouter:
     def read_list(list_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
         return _versioned(lists.read(session, principal, check_id("List", list_id)))
 
+    @api.get("/AuditEvent", summary="Traces d'accès à un DMP (titulaire)")
+    def audit_events(
+        request: Request,
+        items: Annotated[list[tuple[str, str]], Depends(search_items)],
+        principal: PrincipalDep,
+        session: SessionDep,
+    ) -> FHIRResponse:
+        params = dict(items)
+        unknown = set(params) - {"patient", "_count", "_offset"}
+        if unknown or "patient" not in params:
+            raise BadRequest("AuditEvent : recherche par patient seulement (patient=<id>).")
+        try:
+            count = min(int(params.get("_count", "50")), 500)
+            offset = int(params.get("_offset", "0"))
+        except ValueError:
+            raise BadRequest("_count et _offset sont des entiers.") from None
+        patient_id = check_id("Patient", params["patient"].rsplit("/", 1)[-1])
+        events = records.traces(session, principal, patient_id, count, offset)
+        base = fhir_base(request)
+        return FHIRResponse(
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "entry": [
+                    {
+                        "fullUrl": f"{base}/AuditEvent/{e['id']}",
+                        "resource": e,
+                        "search": {"mode": "match"},
+                    }
+                    for e in events
+                ],
+            }
+        )
+
     return api

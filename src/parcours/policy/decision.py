@@ -29,6 +29,7 @@ Action = Literal[
     "publish",
     "update",
     "delete",
+    "read-traces",
 ]
 
 
@@ -103,6 +104,10 @@ def decide_record(principal: Principal, action: Action, record: RecordFacts) -> 
         return _permit("patient-titulaire", "Le patient accède à son propre DMP.")
     if principal.kind == "patient":
         return _deny("autre-patient", "Un patient n'accède qu'à son propre DMP.")
+    if action == "read-traces":
+        return _deny(
+            "traces-au-titulaire", "Les traces d'un DMP sont consultées par son titulaire."
+        )
     if principal.kind == "professional":
         if action == "close-record":
             return _deny("fermeture-par-le-titulaire", "Seul le patient ferme son DMP.")
