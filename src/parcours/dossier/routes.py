@@ -50,6 +50,9 @@ def router() -> APIRouter:
         result = documents.publish(request.app.state.db, _store(request), principal, body)
         return FHIRResponse(result.response)
 
+    # Some clients (fhirpy's execute("")) post the transaction to "[base]/".
+    api.add_api_route("/", provide_bundle, methods=["POST"], include_in_schema=False)
+
     # --- Patient and record ---------------------------------------------------------------
     @api.post("/Patient", summary="Déclarer un patient (INS)")
     def create_patient(
