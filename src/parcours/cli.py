@@ -265,6 +265,26 @@ def dossier_rotate_key() -> None:
     err.print(f"Nouvelle clé active {key_id} : {count} clés de documents ré-enveloppées.")
 
 
+@dossier_app.command("adapt-example")
+def dossier_adapt_example(
+    file: Annotated[Path, typer.Argument(help="Bundle ITI-65 officiel (JSON)")],
+    ins: Annotated[str, typer.Option(help="INS d'un patient ayant un DMP")],
+    rpps: Annotated[str, typer.Option(help="RPPS de l'auteur (Annuaire)")],
+    ins_system: Annotated[str, typer.Option()] = "urn:oid:1.2.250.1.213.1.4.11",
+    replaces: Annotated[
+        str | None, typer.Option(help="id de la DocumentReference remplacée")
+    ] = None,
+) -> None:
+    """Adapter un exemple PDSm (patient, auteur, identifiants) pour le publier ici."""
+    from parcours.dossier.examples import adapt_example
+
+    bundle = json.loads(file.read_text(encoding="utf-8"))
+    adapted = adapt_example(
+        bundle, ins=ins, ins_system=ins_system, idnps="8" + rpps, replaces=replaces
+    )
+    typer.echo(json.dumps(adapted, ensure_ascii=False))
+
+
 def _write_instance_file(settings: config.Settings) -> None:
     path = _instance_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +340,10 @@ def demo(
     db = _database(settings)
     migrate.upgrade(db)
     manifest = setup.ensure_territory(db, settings, seed=seed, importer=import_extracts)
+    from parcours.demo.dmp import ensure_demo_records
+    from parcours.dossier.store import open_store
+
+    manifest["demo_patients"] = ensure_demo_records(db, open_store(settings), manifest, seed=seed)
     _write_instance_file(settings)
     setup.print_welcome(Console(width=max(Console().width, 150)), settings, manifest)
     if not no_serve:

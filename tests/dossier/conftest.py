@@ -14,9 +14,9 @@ from parcours.app import create_app
 from parcours.auth import keys
 from parcours.auth.devidp import mint_token
 from parcours.config import Settings
+from parcours.dossier.samples import INS_NIR, PATIENT_INS, provide_bundle
 from parcours.dossier.store import DocumentStore, open_store
 from parcours.storage.db import Database
-from tests.dossier.builders import INS_NIR, PATIENT_INS, provide_bundle
 from tests.scenario import DUPONT, MARTIN, load_scenario
 
 CHANNEL_EXT = "https://parcours.example.org/fhir/StructureDefinition/dmp-canal-creation"

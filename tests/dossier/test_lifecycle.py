@@ -13,8 +13,8 @@ from parcours.audit.models import AuditEvent
 from parcours.audit.service import verify
 from parcours.dossier.documents import rewrap_keys
 from parcours.dossier.models import Document
+from parcours.dossier.samples import OTHER_INS, cda
 from parcours.storage.crypto import KeyRing
-from tests.dossier.builders import OTHER_INS, cda
 from tests.dossier.conftest import CHANNEL_EXT, Dmp, open_record
 
 A07 = (

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parcours.dossier import terminology as term
-from tests.dossier.builders import provide_bundle
+from parcours.dossier.samples import provide_bundle
 from tests.dossier.conftest import Dmp
 from tests.scenario import DUPONT
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.dossier.builders import (
+from parcours.dossier.samples import (
     OTHER_INS,
     cda,
     provide_bundle,
@@ -173,7 +173,7 @@ def test_subjects_must_agree(dmp: Dmp) -> None:
 
 
 def test_conditional_patient_reference_by_ins(dmp: Dmp) -> None:
-    from tests.dossier.builders import PATIENT_INS
+    from parcours.dossier.samples import PATIENT_INS
 
     ref = f"Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|{PATIENT_INS}"
     response = dmp.publish(provide_bundle(subject=ref, author_idnps="8" + DUPONT))

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.dossier.builders import PATIENT_INS, cda
+from parcours.dossier.samples import PATIENT_INS, cda
 from tests.dossier.conftest import Dmp
 
 INS_PARAM = f"urn:oid:1.2.250.1.213.1.4.8|{PATIENT_INS}"

@@ -9,7 +9,7 @@ from fhirpy import SyncFHIRClient
 from parcours.auth import keys
 from parcours.auth.devidp import mint_token
 from parcours.config import Settings
-from tests.dossier.builders import INS_NIR, PATIENT_INS, cda, provide_bundle
+from parcours.dossier.samples import INS_NIR, PATIENT_INS, cda, provide_bundle
 from tests.dossier.conftest import CHANNEL_EXT
 from tests.e2e.test_fhir_client import server  # noqa: F401  (fixture)
 from tests.scenario import DUPONT

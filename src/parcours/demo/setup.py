@@ -81,6 +81,17 @@ def print_welcome(console: Console, settings: Settings, manifest: dict[str, Any]
             f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/fhir/Practitioner?name='
             f'{first.get("nom", "martin").split()[0].lower()}&_count=5"'
         )
+        patients = manifest.get("demo_patients") or []
+        if patients:
+            p = patients[0]
+            console.print(
+                f"  DMP de démonstration : {p['prenom']} {p['nom']}, INS {p['ins']} "
+                f"(token patient : .venv/bin/parcours token --ins {p['ins']})"
+            )
+            console.print(
+                f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/fhir/DocumentReference?'
+                f'patient.identifier=urn:oid:1.2.250.1.213.1.4.11|{p["ins"]}&status=current"'
+            )
         if first.get("mailbox"):
             query = f"mailbox-mss={first['mailbox']}"
             console.print(

@@ -1,5 +1,5 @@
-"""Valid PDSm ITI-65 bundles built from the profiles' required elements (reference §2.1–2.2),
-for a real patient (valid INS) and an author from the test directory."""
+"""Valid PDSm ITI-65 bundles built from the profiles' required elements (reference §2.1–2.2):
+used by the demo territory and the tests (a real patient INS, an author from the directory)."""
 
 from __future__ import annotations
 
@@ -132,6 +132,7 @@ def provide_bundle(
     author_idnps: str,
     documents: list[tuple[bytes, dict[str, Any]]] | None = None,
     patches: list[str] = (),  # type: ignore[assignment]
+    patient_ins: str = PATIENT_INS,
 ) -> dict[str, Any]:
     """``documents``: (bytes, keyword overrides for ``document_reference``)."""
     documents = documents or [(cda("Examen normal."), {})]

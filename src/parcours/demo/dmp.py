@@ -1,0 +1,91 @@
+"""Demo DMPs: synthetic patients (demonstration INS, OID …4.11) whose records are opened at a
+CPAM desk and fed by the demo GP, through the same service functions as the API."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from faker import Faker
+from sqlalchemy import func, select
+
+from parcours.auth.principal import Principal
+from parcours.dossier import documents, records
+from parcours.dossier.models import Patient
+from parcours.dossier.samples import cda, provide_bundle
+from parcours.dossier.store import DocumentStore
+from parcours.identity import INS, INS_OID_NIR_DEMO
+from parcours.storage.db import Database
+
+CHANNEL_EXT = records.EXT_CHANNEL
+
+
+def ensure_demo_records(
+    db: Database, store: DocumentStore, manifest: dict[str, Any], count: int = 20, seed: int = 35
+) -> list[dict[str, str]]:
+    with db.session() as session:
+        if session.execute(select(func.count()).select_from(Patient)).scalar_one():
+            existing = session.execute(select(Patient).order_by(Patient.created_at).limit(5))
+            return [
+                {"id": p.id, "ins": p.ins, "nom": p.family, "prenom": p.given}
+                for p in existing.scalars()
+            ]
+    rng = random.Random(seed)
+    fake = Faker("fr_FR")
+    fake.seed_instance(seed)
+    gp = manifest["demo_logins"][0]
+    author = Principal(
+        kind="professional", subject=gp["idnat_ps"], issuer="demo", idnat_ps=gp["idnat_ps"]
+    )
+    agent_id = manifest["cpam_accueils"][0]["agents"][0]
+    agent = Principal(kind="agent", subject=agent_id, issuer="demo", agent_id=agent_id)
+    out: list[dict[str, str]] = []
+    for _ in range(count):
+        female = rng.random() < 0.5
+        ins = INS.generate(rng, sex=2 if female else 1, oid=INS_OID_NIR_DEMO)
+        year = 1900 + int(ins.value[1:3]) + (100 if int(ins.value[1:3]) < 25 else 0)
+        month = int(ins.value[3:5]) if 1 <= int(ins.value[3:5]) <= 12 else 1
+        given = fake.first_name_female() if female else fake.first_name_male()
+        family = fake.last_name()
+        with db.session() as session:
+            patient, _ = records.create_patient(
+                session,
+                agent,
+                {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:oid:" + INS_OID_NIR_DEMO, "value": ins.value}],
+                    "name": [{"family": family, "given": [given]}],
+                    "gender": "female" if female else "male",
+                    "birthDate": f"{year}-{month:02d}-{rng.randint(1, 28):02d}",
+                },
+            )
+            records.record_consent(
+                session,
+                agent,
+                {
+                    "resourceType": "Consent",
+                    "status": "active",
+                    "patient": {"reference": f"Patient/{patient.id}"},
+                    "extension": [{"url": CHANNEL_EXT, "valueCode": "guichet-cpam"}],
+                },
+            )
+            patient_id = patient.id
+        bundle = provide_bundle(
+            subject=f"Patient/{patient_id}",
+            author_idnps=gp["idnat_ps"],
+            patient_ins=ins.value,
+            documents=[
+                (cda(f"{given} {family} : examen clinique sans particularité."), {}),
+                (
+                    cda("Antécédents : hypertension artérielle. Traitement : amlodipine."),
+                    {
+                        "type_code": "60591-5",
+                        "class_code": "11",
+                        "title": "Volet de synthèse médicale",
+                    },
+                ),
+            ],
+        )
+        documents.publish(db, store, author, bundle)
+        out.append({"id": patient_id, "ins": ins.value, "nom": family, "prenom": given})
+    return out
