@@ -51,7 +51,9 @@ def load(tmp_path: Path) -> tuple[Path, Path]:
 def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
     assert run("db", "upgrade").exit_code == 0
     result = run("db", "current")
-    assert result.exit_code == 0 and result.stdout.strip() == "0002"  # the latest revision in storage/migrations
+    assert (
+        result.exit_code == 0 and result.stdout.strip() == "0002"
+    )  # the latest revision in storage/migrations
 
 
 def test_annuaire_import_then_reimport(env: dict[str, str], tmp_path: Path) -> None:
