@@ -118,7 +118,6 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-master.telemetry=false",
-        "-master.electionTimeout=1s",
         # Small, few volumes: every bucket is a collection with volumes of its own, and the
         # filer's metadata log needs one too; with too few slots writes fail (and shutdown hangs).
         "-master.volumeSizeLimitMB=64",
@@ -163,8 +162,9 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def _wait_until_writable(
     process: subprocess.Popen[bytes], endpoint: str, log_path: Path, started: float
 ) -> None:
-    """Listing buckets answers before a volume server has registered: only a completed write
-    proves the whole path (S3 gateway, filer, master, volume) is up."""
+    """Listing buckets answers before the volume server has registered with the master (when its
+    first heartbeat races the master's leader election, it retries only 5 s later): only a
+    completed write proves the whole path (S3 gateway, filer, master, volume) is up."""
     client = boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,
