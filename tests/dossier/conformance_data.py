@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.dossier.builders import IDNPS, INS_NIR, PATIENT_INS
+from parcours.dossier.samples import IDNPS, INS_NIR, PATIENT_INS
 from tests.scenario import DUPONT
 
 CONFORMANCE = Path(__file__).parents[3] / "shared" / "conformance"
@@ -31,6 +31,10 @@ RPPS = "https://rpps.esante.gouv.fr"
 RFC3986 = "urn:ietf:rfc:3986"
 OUR_IDNPS = "8" + DUPONT
 OUR_CONDITIONAL_SUBJECT = f"Patient?identifier={INS_NIR}|{PATIENT_INS}"
+BUNDLE_PROFILE = (
+    "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/"
+    "pdsm-comprehensive-provide-document-bundle"
+)
 
 # The official ITI-65 transaction bundles (item 1 of the brief).
 TD2_SUBMISSION = "pdsm4dmp/examples/Bundle-example-td2-iti65-lot-soumission.json"
@@ -43,7 +47,9 @@ PDSM_DOCREF = "pdsm/examples/DocumentReference-exemple-pdsm-documentreference.js
 PDSM_SUBMISSIONSET = "pdsm/examples/List-ExampleSubmissionSet.json"
 PDSM_BINARY = "pdsm/examples/Binary-6789.json"
 PDSM_ITI105 = "pdsm/examples/DocumentReference-PDSmSimplifiedExample.json"
-PDSM4DMP_ITI105 = "pdsm4dmp/examples/DocumentReference-example-td2-iti105-publication-simplifiee.json"
+PDSM4DMP_ITI105 = (
+    "pdsm4dmp/examples/DocumentReference-example-td2-iti105-publication-simplifiee.json"
+)
 
 
 def available() -> bool:
