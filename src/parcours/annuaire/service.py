@@ -32,24 +32,9 @@ from parcours.fhir.search import (
     TOKEN_MODIFIERS,
     SearchParam,
     SearchQuery,
-    fold,
+    match_string,
     parse_token,
 )
-
-_HIGH = "\uffff"
-
-
-def _string_match(column: Any, values: list[str], modifier: str) -> Any:
-    conds = []
-    for raw in values:
-        v = fold(raw)
-        if modifier == "exact":
-            conds.append(column == v)
-        elif modifier == "contains":
-            conds.append(column.contains(v, autoescape=True))
-        else:
-            conds.append(and_(column >= v, column < v + _HIGH))
-    return or_(*conds)
 
 
 def _codes(values: list[str]) -> list[str]:
@@ -90,16 +75,8 @@ def _mailbox_string(link: tuple[Any, Any, Any]) -> Callable[[list[str], str], An
     target, carrier, extra = link
 
     def build(values: list[str], modifier: str) -> Any:
-        conds = []
-        for raw in values:
-            v = raw.strip().lower()
-            if modifier == "exact":
-                conds.append(Mailbox.address == v)
-            elif modifier == "contains":
-                conds.append(Mailbox.address.contains(v, autoescape=True))
-            else:
-                conds.append(and_(Mailbox.address >= v, Mailbox.address < v + _HIGH))
-        return target.in_(select(carrier).where(extra, _visible_mailbox(), or_(*conds)))
+        address = match_string(Mailbox.address, values, modifier, folded=False)
+        return target.in_(select(carrier).where(extra, _visible_mailbox(), address))
 
     return build
 
@@ -133,8 +110,8 @@ def _practitioner_identifier(values: list[str], modifier: str) -> Any:
 
 def _practitioner_name(values: list[str], modifier: str) -> Any:
     return or_(
-        _string_match(Practitioner.family_folded, values, modifier),
-        _string_match(Practitioner.given_folded, values, modifier),
+        match_string(Practitioner.family_folded, values, modifier),
+        match_string(Practitioner.given_folded, values, modifier),
     )
 
 
@@ -170,14 +147,14 @@ PRACTITIONER_PARAMS: dict[str, SearchParam] = {
             "family",
             "string",
             "Nom d'exercice",
-            lambda v, m: _string_match(Practitioner.family_folded, v, m),
+            lambda v, m: match_string(Practitioner.family_folded, v, m),
             STRING_MODIFIERS,
         ),
         SearchParam(
             "given",
             "string",
             "Prénom d'exercice",
-            lambda v, m: _string_match(Practitioner.given_folded, v, m),
+            lambda v, m: match_string(Practitioner.given_folded, v, m),
             STRING_MODIFIERS,
         ),
         SearchParam("active", "boolean", "Actif dans l'annuaire", _bool(Practitioner.active)),
@@ -300,21 +277,21 @@ ORGANIZATION_PARAMS: dict[str, SearchParam] = {
             "name",
             "string",
             "Raison sociale",
-            lambda v, m: _string_match(Organization.name_folded, v, m),
+            lambda v, m: match_string(Organization.name_folded, v, m),
             STRING_MODIFIERS,
         ),
         SearchParam(
             "address-city",
             "string",
             "Commune",
-            lambda v, m: _string_match(Organization.city_folded, v, m),
+            lambda v, m: match_string(Organization.city_folded, v, m),
             STRING_MODIFIERS,
         ),
         SearchParam(
             "address-postalcode",
             "string",
             "Code postal",
-            lambda v, m: _string_match(Organization.postal_code, v, m),
+            lambda v, m: match_string(Organization.postal_code, v, m),
             STRING_MODIFIERS,
         ),
         SearchParam("active", "boolean", "Active", _bool(Organization.active)),

@@ -53,6 +53,7 @@ from parcours.fhir.search import (
     SearchParam,
     SearchQuery,
     fold,
+    match_string,
     parse_token,
 )
 from parcours.identity import IDNST_OID
@@ -62,7 +63,6 @@ from parcours.storage.db import Database
 from parcours.storage.models import utcnow
 
 log = logging.getLogger("parcours.dossier")
-_HIGH = "\uffff"
 RFC3986 = "urn:ietf:rfc:3986"
 
 
@@ -144,10 +144,6 @@ def _doc_tokens(doc_id: str, draft: DocumentDraft) -> list[dict[str, Any]]:
                 }
             )
     return rows
-
-
-def _rewrite_reference(ref: str, ids: dict[str, str]) -> str:
-    return ids.get(ref, ref)
 
 
 def publish(db: Database, store: DocumentStore, principal: Principal, bundle: Any) -> PublishResult:
@@ -280,7 +276,7 @@ def _publish_in(
     for item in sub_resource.get("entry") or []:
         ref = (item.get("item") or {}).get("reference")
         if ref:
-            item["item"]["reference"] = _rewrite_reference(ref, ids)
+            item["item"]["reference"] = ids.get(ref, ref)
     session.add(
         Submission(
             id=submission_id,
@@ -481,34 +477,21 @@ def _token_exists(param: str) -> Callable[[list[str], str], Any]:
 
 def _string_exists(param: str) -> Callable[[list[str], str], Any]:
     def build(values: list[str], modifier: str) -> Any:
-        conds = []
-        for raw in values:
-            v = fold(raw)
-            if modifier == "exact":
-                conds.append(DocumentToken.code == v)
-            elif modifier == "contains":
-                conds.append(DocumentToken.code.contains(v, autoescape=True))
-            else:
-                conds.append(and_(DocumentToken.code >= v, DocumentToken.code < v + _HIGH))
         return exists().where(
             DocumentToken.document_id == Document.id,
             DocumentToken.param == param,
-            or_(*conds),
+            match_string(DocumentToken.code, values, modifier),
         )
 
     return build
 
 
-def _patient_ids(values: list[str]) -> list[str]:
-    return [v.rstrip("/").rsplit("Patient/", 1)[-1] for v in values]
-
-
 def _patient_param(values: list[str], _modifier: str) -> Any:
-    return Document.patient_id.in_(_patient_ids(values))
+    return Document.patient_id.in_(records.patient_ids(values))
 
 
 def _patient_identifier(values: list[str], _modifier: str) -> Any:
-    return Document.patient_id.in_(select(Patient.id).where(_ins_condition(values)))
+    return Document.patient_id.in_(select(Patient.id).where(records.ins_condition(values)))
 
 
 def _status(values: list[str], _modifier: str) -> Any:
@@ -681,30 +664,6 @@ def _visible(principal: Principal) -> Any:
     return and_(*conds)
 
 
-def _ins_condition(values: list[str]) -> Any:
-    conds = []
-    for raw in values:
-        tok = parse_token(raw)
-        cond = Patient.ins == tok.code
-        if tok.system:
-            cond = and_(cond, Patient.ins_system == tok.system)
-        conds.append(cond)
-    return or_(*conds)
-
-
-def _searched_patients(session: Session, query: SearchQuery) -> list[Patient]:
-    """The records a search touches: each must be permitted before any row is read."""
-    patients: list[Patient] = []
-    for crit in query.criteria:
-        if crit.param.name == "patient":
-            patients += [p for pid in _patient_ids(crit.values) if (p := session.get(Patient, pid))]
-        elif crit.param.name == "patient.identifier":
-            patients += session.execute(
-                select(Patient).where(_ins_condition(crit.values))
-            ).scalars()
-    return patients
-
-
 def search(session: Session, principal: Principal, query: SearchQuery, base: str) -> SearchResult:
     names = {c.param.name for c in query.criteria}
     if not names & {"patient", "patient.identifier"}:
@@ -719,8 +678,7 @@ def search(session: Session, principal: Principal, query: SearchQuery, base: str
             code="required",
             expression=["status"],
         )
-    for patient in _searched_patients(session, query):
-        records.enforce(principal, "search", records.load(session, patient).facts)
+    records.authorise_search(session, principal, query)
     where = and_(_visible(principal), *[c.condition() for c in query.criteria])
     rows = (
         session.execute(

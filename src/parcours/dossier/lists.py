@@ -18,25 +18,15 @@ from parcours.dossier import records
 from parcours.dossier.models import Patient, Submission
 from parcours.fhir.dates import instant_param
 from parcours.fhir.errors import BadRequest, NotFound
-from parcours.fhir.search import STRING_MODIFIERS, SearchParam, SearchQuery, fold, parse_token
+from parcours.fhir.search import (
+    STRING_MODIFIERS,
+    SearchParam,
+    SearchQuery,
+    match_string,
+    parse_token,
+)
 
 LIST_TYPES = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
-_HIGH = "\uffff"
-
-
-def _patient_ids(values: list[str]) -> list[str]:
-    return [v.rstrip("/").rsplit("Patient/", 1)[-1] for v in values]
-
-
-def _ins(values: list[str]) -> Any:
-    conds = []
-    for raw in values:
-        tok = parse_token(raw)
-        cond = Patient.ins == tok.code
-        if tok.system:
-            cond = and_(cond, Patient.ins_system == tok.system)
-        conds.append(cond)
-    return or_(*conds)
 
 
 def _code(values: list[str], _m: str) -> Any:
@@ -58,19 +48,7 @@ def _status(values: list[str], _m: str) -> Any:
 
 
 def _string(column: Any) -> Any:
-    def build(values: list[str], modifier: str) -> Any:
-        conds = []
-        for raw in values:
-            v = fold(raw)
-            if modifier == "exact":
-                conds.append(column == v)
-            elif modifier == "contains":
-                conds.append(column.contains(v, autoescape=True))
-            else:
-                conds.append(and_(column >= v, column < v + _HIGH))
-        return or_(*conds)
-
-    return build
+    return lambda values, modifier: match_string(column, values, modifier)
 
 
 def _identifier(values: list[str], _m: str) -> Any:
@@ -90,13 +68,15 @@ PARAMS: dict[str, SearchParam] = {
             "patient",
             "reference",
             "Patient",
-            lambda v, _m: Submission.patient_id.in_(_patient_ids(v)),
+            lambda v, _m: Submission.patient_id.in_(records.patient_ids(v)),
         ),
         SearchParam(
             "patient.identifier",
             "token",
             "INS du patient",
-            lambda v, _m: Submission.patient_id.in_(select(Patient.id).where(_ins(v))),
+            lambda v, _m: Submission.patient_id.in_(
+                select(Patient.id).where(records.ins_condition(v))
+            ),
         ),
         SearchParam("code", "token", "submissionset | folder", _code),
         SearchParam("status", "token", "current | superseded", _status),
@@ -166,16 +146,7 @@ def search(session: Session, principal: Principal, query: SearchQuery) -> ListRe
             f"ITI-66 : paramètre(s) obligatoire(s) absent(s) : {', '.join(missing)}.",
             code="required",
         )
-    for crit in query.criteria:
-        if crit.param.name == "patient":
-            found = [session.get(Patient, pid) for pid in _patient_ids(crit.values)]
-        elif crit.param.name == "patient.identifier":
-            found = list(session.execute(select(Patient).where(_ins(crit.values))).scalars())
-        else:
-            continue
-        for patient in found:
-            if patient is not None:
-                records.enforce(principal, "search", records.load(session, patient).facts)
+    records.authorise_search(session, principal, query)
     where = and_(*[c.condition() for c in query.criteria])
     rows = (
         session.execute(

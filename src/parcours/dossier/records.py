@@ -14,21 +14,20 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from parcours.audit import context as audit_context
 from parcours.auth.principal import Principal
 from parcours.dossier.models import Consent, Patient, Record
 from parcours.fhir.errors import BadRequest, FHIRError, NotFound
-from parcours.fhir.search import fold
+from parcours.fhir.search import SearchQuery, fold, parse_token
 from parcours.identity import INS, INS_OIDS, IdentifierError
 from parcours.policy.decision import Action, Decision, RecordFacts, decide
 from parcours.storage.models import utcnow
 
 PARCOURS = "https://parcours.example.org/fhir"
 EXT_CHANNEL = PARCOURS + "/StructureDefinition/dmp-canal-creation"
-CS_CHANNEL = PARCOURS + "/CodeSystem/dmp-canal-creation"
 # Draft names proposed by PDSm4DMP TD0.2 (no published artefact; reference §2).
 EXT_CLOSURE = "https://interop.esante.gouv.fr/ig/fhir/dmp/StructureDefinition/dmp-fermeture"
 FR_CORE_PATIENT = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-patient"
@@ -378,3 +377,37 @@ def traces(
         raise NotFound("Patient", patient_id)
     enforce(principal, "read-traces", load(session, patient).facts)
     return events_for_patient(session, patient_id, count, offset)
+
+
+def patient_ids(references: list[str]) -> list[str]:
+    """Ids from ``patient`` search values (``id``, ``Patient/id`` or an absolute URL)."""
+    return [v.rstrip("/").rsplit("Patient/", 1)[-1] for v in references]
+
+
+def ins_condition(values: list[str]) -> Any:
+    """``patient.identifier`` values (``[system|]INS``) as a condition on ``Patient``."""
+    conds = []
+    for raw in values:
+        tok = parse_token(raw)
+        cond = Patient.ins == tok.code
+        if tok.system:
+            cond = and_(cond, Patient.ins_system == tok.system)
+        conds.append(cond)
+    return or_(*conds)
+
+
+def authorise_search(session: Session, principal: Principal, query: SearchQuery) -> None:
+    """Every record a search touches (``patient`` / ``patient.identifier``) must be permitted
+    before any of its rows is read (ITI-66 and ITI-67 alike)."""
+    for crit in query.criteria:
+        if crit.param.name == "patient":
+            found = [session.get(Patient, pid) for pid in patient_ids(crit.values)]
+        elif crit.param.name == "patient.identifier":
+            found = list(
+                session.execute(select(Patient).where(ins_condition(crit.values))).scalars()
+            )
+        else:
+            continue
+        for patient in found:
+            if patient is not None:
+                enforce(principal, "search", load(session, patient).facts)

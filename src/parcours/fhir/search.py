@@ -16,6 +16,8 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+from sqlalchemy import and_, or_
+
 from parcours.fhir.dates import check_date_value
 from parcours.fhir.errors import BadRequest, FHIRError, Issue
 
@@ -34,6 +36,25 @@ def fold(text: str) -> str:
     """Case- and accent-insensitive form used for FHIR string matching ("Émile" ~ "emile")."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
+
+
+PREFIX_HIGH = "\uffff"
+
+
+def match_string(column: Any, values: list[str], modifier: str, *, folded: bool = True) -> Any:
+    """FHIR string matching on a column holding folded text: prefix by default (a B-tree range
+    ``>= x AND < x + U+FFFF``, which SQLite and PostgreSQL both answer from an index),
+    ``:exact`` and ``:contains``. Comma-separated values are ORed."""
+    conds = []
+    for raw in values:
+        v = fold(raw) if folded else raw.strip().lower()
+        if modifier == "exact":
+            conds.append(column == v)
+        elif modifier == "contains":
+            conds.append(column.contains(v, autoescape=True))
+        else:
+            conds.append(and_(column >= v, column < v + PREFIX_HIGH))
+    return or_(*conds)
 
 
 @dataclass(frozen=True)
