@@ -531,14 +531,6 @@ def test_pdsm_iti105_example_is_accepted_with_hash_and_size_recomputed(shared_dm
     assert got.content == b"Hello World"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: documents._publish_in fills a missing custodian with identifier.system = "
-        "IDNST_OID ('1.2.250.1.71.4.2.2'), a bare OID, not the FHIR URI "
-        "'urn:oid:1.2.250.1.71.4.2.2' (reference §3.1)."
-    ),
-)
 def test_custodian_filled_in_from_the_caller_is_a_valid_fhir_identifier(shared_dmp: Dmp) -> None:
     dmp = shared_dmp
     bundle = provide_bundle(subject=f"Patient/{dmp.patient_id}", author_idnps=cd.OUR_IDNPS)
@@ -666,8 +658,6 @@ NEGATIVE: dict[str, tuple[Callable[[Bundle], None], str]] = {
     ),  # T65-19
     "Missing_Profile": (lambda b: b.pop("meta"), r"Bundle\.meta\.profile"),  # T65-19
 }
-# Negative rows of the collection deliberately not mapped, with the reason (none today).
-UNMAPPED: dict[str, str] = {}
 # Reference §8.1 variants that asbestos does not have.
 EXTRA_NEGATIVE: dict[str, tuple[Callable[[Bundle], None], str]] = {
     "T65-16_source_patient_without_identifier": (
@@ -704,8 +694,7 @@ def _refused_and_not_found(dmp: Dmp, bundle: Bundle, expression: str) -> dict[st
 def test_every_negative_v420_comprehensive_row_is_mapped() -> None:
     names = {row["test"] for row in NEGATIVE_ROWS}
     assert len(names) == 21, names
-    assert names == set(NEGATIVE) | set(UNMAPPED)
-    assert not set(NEGATIVE) & set(UNMAPPED)
+    assert names == set(NEGATIVE)  # every negative row of the collection is exercised
     for row in NEGATIVE_ROWS:
         assert row["expected_outcome"].startswith("HTTP 400 + OperationOutcome"), row
 
@@ -714,8 +703,6 @@ def test_every_negative_v420_comprehensive_row_is_mapped() -> None:
 def test_asbestos_negative_row_is_refused_and_nothing_stored(
     shared_dmp: Dmp, row: dict[str, str]
 ) -> None:
-    if row["test"] in UNMAPPED:
-        pytest.skip(UNMAPPED[row["test"]])
     mutate, expression = NEGATIVE[row["test"]]
     bundle = valid_bundle(shared_dmp)
     mutate(bundle)
@@ -730,15 +717,6 @@ def test_reference_negative_variant_is_refused(shared_dmp: Dmp, name: str) -> No
     _refused_and_not_found(shared_dmp, bundle, expression)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: when List and DocumentReference agree on a patient the DMP does not know, "
-        "records.resolve_reference (called by documents._publish_in) refuses with 400 "
-        "'Patient/1 introuvable.' but with no issue.expression: the refusal does not name "
-        "the element (Bundle.entry[0].resource.subject) at fault."
-    ),
-)
 def test_unknown_patient_in_both_subjects_is_refused_naming_the_subject(shared_dmp: Dmp) -> None:
     """T65-17 / T65-29: List and DocumentReference agree, but on a patient we do not have."""
     bundle = valid_bundle(shared_dmp)
@@ -747,16 +725,6 @@ def test_unknown_patient_in_both_subjects_is_refused_naming_the_subject(shared_d
     _refused_and_not_found(shared_dmp, bundle, r"Bundle\.entry\[[01]\]\.resource\.subject")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: validation.parse_provide_bundle runs its cross-entry rules over the documents "
-        "that passed validation only, so one invalid DocumentReference adds two false errors: "
-        "'Binary non référencé par une DocumentReference du lot' (Bundle.entry[2]) and "
-        "'Élément … du lot introuvable dans le Bundle' (Bundle.entry[0].resource.entry[0].item), "
-        "although the bundle does hold that DocumentReference and it does point at the Binary."
-    ),
-)
 def test_refusal_of_one_document_reports_only_that_document(shared_dmp: Dmp) -> None:
     bundle = valid_bundle(shared_dmp)
     del _doc(bundle)["type"]  # Missing_TypeCode

@@ -11,7 +11,6 @@ from parcours.auth.devidp import mint_token
 from parcours.config import Settings
 from parcours.dossier.samples import INS_NIR, PATIENT_INS, cda, provide_bundle
 from tests.dossier.conftest import CHANNEL_EXT
-from tests.e2e.test_fhir_client import server  # noqa: F401  (fixture)
 from tests.scenario import DUPONT
 
 
@@ -26,7 +25,7 @@ def _token(settings: Settings, claims: dict[str, str], subject: str) -> str:
     )
 
 
-def test_publish_search_retrieve_replace(server: Settings) -> None:  # noqa: F811
+def test_publish_search_retrieve_replace(server: Settings) -> None:
     pro = _token(server, {"actor": "professional", "idnat_ps": "8" + DUPONT}, "8" + DUPONT)
     client = SyncFHIRClient(f"{server.base_url}/fhir", authorization=f"Bearer {pro}")
     patient = client.resource(

@@ -147,16 +147,7 @@ def _doc_tokens(doc_id: str, draft: DocumentDraft) -> list[dict[str, Any]]:
 
 
 def publish(db: Database, store: DocumentStore, principal: Principal, bundle: Any) -> PublishResult:
-    parsed = parse_provide_bundle(bundle)
-    for binary in parsed.binaries.values():
-        if len(binary.data) > store.max_document_bytes:
-            raise FHIRError(
-                413,
-                "too-costly",
-                f"Document de {len(binary.data)} octets : la limite est de "
-                f"{store.max_document_bytes} octets.",
-                expression=[f"Bundle.entry[{binary.index}].resource.data"],
-            )
+    parsed = parse_provide_bundle(bundle, max_bytes=store.max_document_bytes)
     written: list[str] = []
     try:
         with db.session() as session:
@@ -178,7 +169,11 @@ def _publish_in(
     parsed: ParsedSubmission,
     written: list[str],
 ) -> PublishResult:
-    patient = records.resolve_reference(session, parsed.submission.patient_ref)
+    patient = records.resolve_reference(
+        session,
+        parsed.submission.patient_ref,
+        expression=f"Bundle.entry[{parsed.submission.index}].resource.subject",
+    )
     resolved = records.load(session, patient)
     status = 422 if resolved.facts.status != "open" else 403
     records.enforce(principal, "publish", resolved.facts, status=status)
@@ -321,7 +316,7 @@ def _publish_in(
         resource["content"][0]["attachment"]["url"] = f"Binary/{binary_id}"
         if not draft.has_custodian and principal.structure:
             resource["custodian"] = {
-                "identifier": {"system": IDNST_OID, "value": principal.structure}
+                "identifier": {"system": "urn:oid:" + IDNST_OID, "value": principal.structure}
             }
         by_patient = any(a.kind == "patient" for a in draft.authors)
         professional = next((a for a in draft.authors if a.idnps), None)

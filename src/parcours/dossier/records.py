@@ -85,26 +85,36 @@ def _patient_by_ins(session: Session, value: str, system: str | None) -> Patient
     return session.execute(query).scalar_one_or_none()
 
 
-def resolve_reference(session: Session, reference: str) -> Patient:
+def resolve_reference(
+    session: Session, reference: str, *, expression: str | None = None
+) -> Patient:
     """``Patient/<id>``, an absolute URL ending so, or ``Patient?identifier=<system>|<INS>``."""
     ref = reference.strip()
+    where = [expression] if expression else None
     if "Patient?" in ref:
         query = ref.split("Patient?", 1)[1]
         name, _, value = query.partition("=")
         if name != "identifier" or not value:
-            raise BadRequest(f"Référence conditionnelle non prise en charge : {ref}")
+            raise BadRequest(
+                f"Référence conditionnelle non prise en charge : {ref}", expression=where
+            )
         system, _, ins = value.rpartition("|")
         patient = _patient_by_ins(session, ins, system or None)
         if patient is None:
-            raise FHIRError(400, "not-found", f"Aucun patient d'INS {ins} connu du DMP ({ref}).")
+            raise FHIRError(
+                400,
+                "not-found",
+                f"Aucun patient d'INS {ins} connu du DMP ({ref}).",
+                expression=where,
+            )
         return patient
     if "Patient/" in ref:
         pid = ref.rsplit("Patient/", 1)[1].split("/")[0]
         patient = session.get(Patient, pid)
         if patient is None:
-            raise FHIRError(400, "not-found", f"Patient/{pid} introuvable.")
+            raise FHIRError(400, "not-found", f"Patient/{pid} introuvable.", expression=where)
         return patient
-    raise BadRequest(f"Référence de patient non résolue : {ref}")
+    raise BadRequest(f"Référence de patient non résolue : {ref}", expression=where)
 
 
 def load(session: Session, patient: Patient) -> ResolvedPatient:

@@ -53,7 +53,6 @@ IDNPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
 RPPS_SYSTEM = "https://rpps.esante.gouv.fr"
 FRENCH_PRODUCER_SYSTEMS = ("https://mos.esante.gouv.fr/NOS/", "urn:oid:1.2.250.1.")
 RELATES_CODES = frozenset({"replaces", "transforms", "signs", "appends"})
-MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 
 
 @dataclass
@@ -662,7 +661,9 @@ def _validate_patch(c: _Collector, index: int, entry: dict[str, Any]) -> PatchDr
     return None
 
 
-def _decode_binary(c: _Collector, index: int, entry: dict[str, Any]) -> BinaryDraft | None:
+def _decode_binary(
+    c: _Collector, index: int, entry: dict[str, Any], max_bytes: int
+) -> BinaryDraft | None:
     path = f"Bundle.entry[{index}].resource"
     resource = entry["resource"]
     content_type = resource.get("contentType")
@@ -672,17 +673,17 @@ def _decode_binary(c: _Collector, index: int, entry: dict[str, Any]) -> BinaryDr
     if not isinstance(raw, str):
         c.error(path + ".data", "Binary.data (contenu base64) obligatoire.")
         return None
-    if len(raw) > MAX_DOCUMENT_BYTES * 4 // 3 + 4:
-        c.error(
-            path + ".data",
-            f"Document trop volumineux : limite de {MAX_DOCUMENT_BYTES // (1024 * 1024)} Mo.",
-            "too-costly",
-        )
-        return None
     try:
         data = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError):
         c.error(path + ".data", "Binary.data n'est pas du base64 valide.", "value")
+        return None
+    if len(data) > max_bytes:
+        c.error(
+            path + ".data",
+            f"Document de {len(data)} octets : la limite est de {max_bytes} octets.",
+            "too-costly",
+        )
         return None
     return BinaryDraft(index, entry.get("fullUrl") or "", str(content_type or ""), data)
 
@@ -691,8 +692,9 @@ def sha1_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha1(data).digest()).decode()
 
 
-def parse_provide_bundle(bundle: Any) -> ParsedSubmission:
-    """Validate an ITI-65 bundle; raise a 400 ``FHIRError`` listing every problem."""
+def parse_provide_bundle(bundle: Any, *, max_bytes: int) -> ParsedSubmission:
+    """Validate an ITI-65 bundle; raise a 400 ``FHIRError`` listing every problem (413 when a
+    document exceeds ``max_bytes``, the instance's configured limit)."""
     c = _Collector()
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FHIRError(400, "structure", "Un Bundle FHIR est attendu.")
@@ -715,6 +717,10 @@ def parse_provide_bundle(bundle: Any) -> ParsedSubmission:
     patches: list[PatchDraft] = []
     order: list[tuple[str, str]] = []
     seen_urls: set[str] = set()
+    # Cross-entry rules look at every DocumentReference entry, valid or not, so one bad
+    # document does not also make its Binary and its List item look orphaned.
+    doc_entry_urls: set[str] = set()
+    attachment_urls: set[str] = set()
     entries = bundle.get("entry") or []
     for index, entry in enumerate(entries):
         path = f"Bundle.entry[{index}]"
@@ -762,12 +768,17 @@ def parse_provide_bundle(bundle: Any) -> ParsedSubmission:
                 submissions.append(sub)
             order.append(("List", full_url))
         elif rtype == "DocumentReference":
+            doc_entry_urls.add(full_url)
+            for content in resource.get("content") or []:
+                url = ((content or {}).get("attachment") or {}).get("url")
+                if isinstance(url, str):
+                    attachment_urls.add(url)
             doc = _validate_document(c, index, entry, resource)
             if doc:
                 documents.append(doc)
             order.append(("DocumentReference", full_url))
         elif rtype == "Binary":
-            binary = _decode_binary(c, index, entry)
+            binary = _decode_binary(c, index, entry, max_bytes)
             if binary:
                 binaries[binary.full_url] = binary
             order.append(("Binary", full_url))
@@ -790,7 +801,6 @@ def parse_provide_bundle(bundle: Any) -> ParsedSubmission:
         c.error("Bundle.entry", "Au moins une DocumentReference est attendue.")
 
     # Cross-entry rules: documents ↔ binaries (bytes match the metadata), submission ↔ items.
-    used: set[str] = set()
     for doc in documents:
         ap = f"Bundle.entry[{doc.index}].resource.content[0].attachment"
         binary = binaries.get(doc.binary_url)
@@ -801,7 +811,6 @@ def parse_provide_bundle(bundle: Any) -> ParsedSubmission:
                 "not-found",
             )
             continue
-        used.add(doc.binary_url)
         if len(binary.data) != doc.declared_size:
             c.error(
                 ap + ".size",
@@ -823,7 +832,7 @@ def parse_provide_bundle(bundle: Any) -> ParsedSubmission:
                 f"contentType {doc.content_type} ≠ Binary.contentType {binary.content_type}.",
             )
     for url, binary in binaries.items():
-        if url not in used:
+        if url not in attachment_urls:
             c.error(
                 f"Bundle.entry[{binary.index}]",
                 "Binary non référencé par une DocumentReference du lot.",
@@ -831,9 +840,8 @@ def parse_provide_bundle(bundle: Any) -> ParsedSubmission:
             )
     if submissions:
         sub = submissions[0]
-        doc_urls = {d.full_url for d in documents}
         for i, item in enumerate(sub.item_refs):
-            if item not in doc_urls and not item.startswith("DocumentReference/"):
+            if item not in doc_entry_urls and not item.startswith("DocumentReference/"):
                 c.error(
                     f"Bundle.entry[{sub.index}].resource.entry[{i}].item",
                     f"Élément « {item} » du lot introuvable dans le Bundle.",
@@ -871,7 +879,8 @@ def parse_provide_bundle(bundle: Any) -> ParsedSubmission:
             )
 
     if c.errors:
+        status = 413 if any(e.code == "too-costly" for e in c.errors) else 400
         raise FHIRError(
-            400, c.errors[0].code, c.errors[0].diagnostics, issues=c.errors + c.warnings
+            status, c.errors[0].code, c.errors[0].diagnostics, issues=c.errors + c.warnings
         )
     return ParsedSubmission(submissions[0], documents, binaries, patches, order, c.warnings)

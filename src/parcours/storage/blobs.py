@@ -70,6 +70,13 @@ class LocalBlobStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        # The rename is durable only once the directory entry is: without this, a power cut
+        # after the database commit could leave a row pointing at a blob that never landed.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def get(self, key: str) -> bytes:
         try:
