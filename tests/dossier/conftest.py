@@ -14,12 +14,13 @@ from parcours.app import create_app
 from parcours.auth import keys
 from parcours.auth.devidp import mint_token
 from parcours.config import Settings
+from parcours.dossier import records
 from parcours.dossier.samples import INS_NIR, PATIENT_INS, provide_bundle
 from parcours.dossier.store import DocumentStore, open_store
 from parcours.storage.db import Database
 from tests.scenario import DUPONT, MARTIN, load_scenario
 
-CHANNEL_EXT = "https://parcours.example.org/fhir/StructureDefinition/dmp-canal-creation"
+CHANNEL_EXT = records.EXT_CHANNEL
 
 
 @dataclass

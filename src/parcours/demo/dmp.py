@@ -17,8 +17,6 @@ from parcours.dossier.store import DocumentStore
 from parcours.identity import INS, INS_OID_NIR_DEMO
 from parcours.storage.db import Database
 
-CHANNEL_EXT = records.EXT_CHANNEL
-
 
 def ensure_demo_records(
     db: Database, store: DocumentStore, manifest: dict[str, Any], count: int = 20, seed: int = 35
@@ -66,7 +64,7 @@ def ensure_demo_records(
                     "resourceType": "Consent",
                     "status": "active",
                     "patient": {"reference": f"Patient/{patient.id}"},
-                    "extension": [{"url": CHANNEL_EXT, "valueCode": "guichet-cpam"}],
+                    "extension": [{"url": records.EXT_CHANNEL, "valueCode": "guichet-cpam"}],
                 },
             )
             patient_id = patient.id
