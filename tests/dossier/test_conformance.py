@@ -433,15 +433,6 @@ def test_pdsm_documentreference_example_placeholder_hash_and_size_are_refused(dm
     assert_reads_back(dmp, document, created_id(entries, 1), b"Hello World")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (README known defect not reported): validation._validate_document does not check "
-        "content.format against attachment.contentType, so exemple-pdsm-documentreference's "
-        "formatCode urn:ihe:lab:xd-lab:2008 (a CDA lab report) on an application/pdf document "
-        "is accepted with no warning; the README requires each known defect to be reported."
-    ),
-)
 def test_pdsm_documentreference_example_lab_format_for_a_pdf_is_reported(shared_dmp: Dmp) -> None:
     dmp = shared_dmp
     bundle = wrap_pdsm_documentreference(dmp)
@@ -474,16 +465,6 @@ def test_pdsm4dmp_iti105_example_is_refused_naming_missing_producer_codes(shared
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: documents.simplified_publish funnels ITI-105 into the ITI-65 validator, so the "
-        "OperationOutcome of a refused DocumentReference names a Bundle the client never sent "
-        "(Bundle.entry[1].resource.…) and adds false issues about the synthetic Binary and List "
-        "(Bundle.entry[2] 'Binary non référencé', Bundle.entry[0].resource.entry[0].item "
-        "'introuvable'); expressions must be rooted at DocumentReference."
-    ),
-)
 def test_iti105_refusal_names_elements_of_the_posted_document_reference(shared_dmp: Dmp) -> None:
     dmp = shared_dmp
     document = _iti105(dmp, cd.PDSM4DMP_ITI105)
@@ -494,16 +475,6 @@ def test_iti105_refusal_names_elements_of_the_posted_document_reference(shared_d
     assert all(e.startswith("DocumentReference.") for e in expressions), expressions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: ITI-105 applies the ITI-65 comprehensive cardinalities (securityLabel 1..*, "
-        "context.period.start 1.., context.sourcePatientInfo 1..1 contained) to a "
-        "pdsm-simplified-publish DocumentReference, where PDSm_SimplifiedPublish / MHD "
-        "SimplifiedPublish make them optional (reference §1.2, §8.2): the official PDSm ITI-105 "
-        "example is refused instead of accepted with hash and size recomputed (D15)."
-    ),
-)
 def test_pdsm_iti105_example_is_accepted_with_hash_and_size_recomputed(shared_dmp: Dmp) -> None:
     dmp = shared_dmp
     document = _iti105(dmp, cd.PDSM_ITI105)

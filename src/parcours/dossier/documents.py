@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import dataclasses
 import hashlib
 import logging
 import uuid
@@ -146,8 +147,15 @@ def _doc_tokens(doc_id: str, draft: DocumentDraft) -> list[dict[str, Any]]:
     return rows
 
 
-def publish(db: Database, store: DocumentStore, principal: Principal, bundle: Any) -> PublishResult:
-    parsed = parse_provide_bundle(bundle, max_bytes=store.max_document_bytes)
+def publish(
+    db: Database,
+    store: DocumentStore,
+    principal: Principal,
+    bundle: Any,
+    *,
+    simplified: bool = False,
+) -> PublishResult:
+    parsed = parse_provide_bundle(bundle, max_bytes=store.max_document_bytes, simplified=simplified)
     written: list[str] = []
     try:
         with db.session() as session:
@@ -1084,9 +1092,40 @@ def simplified_publish(
             },
         ],
     }
-    result = publish(db, store, principal, bundle)
+    try:
+        result = publish(db, store, principal, bundle, simplified=True)
+    except FHIRError as exc:
+        exc.issues = _as_posted(exc.issues)
+        raise
     with db.session() as session:
         return absolute(_load_document(session, result.document_ids[0]).resource, base)
+
+
+# Where an issue about the bundle built around an ITI-105 DocumentReference lands in what the
+# client actually sent: the document is entry 1, the List (entry 0) only restates its subject,
+# the Binary (entry 2) holds its attachment.data and contentType.
+_ITI105_PATHS = (
+    ("Bundle.entry[1].resource", "DocumentReference"),
+    ("Bundle.entry[0].resource.subject", "DocumentReference.subject"),
+    ("Bundle.entry[2].resource.data", "DocumentReference.content[0].attachment.data"),
+    ("Bundle.entry[2].resource.contentType", "DocumentReference.content[0].attachment.contentType"),
+)
+
+
+def _as_posted(issues: list[Issue]) -> list[Issue]:
+    """Re-root issue expressions at the posted DocumentReference and drop those about parts of
+    the synthetic bundle that the client cannot have got wrong (its List and their links)."""
+    kept: list[Issue] = []
+    for issue in issues:
+        mapped: list[str] = []
+        for expression in issue.expression:
+            for prefix, replacement in _ITI105_PATHS:
+                if expression == prefix or expression.startswith((prefix + ".", prefix + "[")):
+                    mapped.append(replacement + expression[len(prefix) :])
+                    break
+        if mapped or not issue.expression:
+            kept.append(dataclasses.replace(issue, expression=mapped))
+    return kept or issues
 
 
 def binary_resource(binary_id: str, got: Retrieved) -> dict[str, Any]:

@@ -59,6 +59,15 @@ def is_class_system(system: str | None) -> bool:
     return system in _terminology()["class_systems"]
 
 
+def content_types_for_format(format_code: str) -> tuple[str, ...] | None:
+    """Content types a formatCode can carry, or None when the code does not constrain it."""
+    table = _terminology()["format_content_types"]
+    for prefix, types in table.items():
+        if not prefix.startswith("_") and format_code.startswith(prefix):
+            return tuple(types)
+    return None
+
+
 def type_family(system: str | None) -> str | None:
     """``LOINC`` or ``TRE_A05`` for a known typeCode system, else None."""
     return _terminology()["type_systems"].get(system or "")  # type: ignore[no-any-return]

@@ -42,6 +42,8 @@ BUNDLE_PROFILES = frozenset(
     }
 )
 DOCREF_PROFILE = PDSM + "pdsm-comprehensive-document-reference"
+SIMPLIFIED_PROFILE = PDSM + "pdsm-simplified-publish"
+_ATTACHMENT_REQUIRED = ("contentType", "language", "url", "title", "hash")
 SUBMISSIONSET_PROFILE = PDSM + "pdsm-submissionset-comprehensive"
 MHD_EXT = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/"
 EXT_SOURCE_ID = MHD_EXT + "ihe-sourceId"
@@ -254,13 +256,14 @@ def _subject(c: _Collector, path: str, resource: dict[str, Any]) -> str | None:
 
 
 def _security(
-    c: _Collector, path: str, resource: dict[str, Any]
+    c: _Collector, path: str, resource: dict[str, Any], *, required: bool = True
 ) -> tuple[str, set[str], list[dict[str, Any]]]:
     """(confidentiality N/R/V, DMP visibility codes, normalised securityLabel list)."""
     labels = resource.get("securityLabel")
-    if not labels:
+    if not labels and required:
         c.error(path + ".securityLabel", "securityLabel obligatoire (confidentialité N, R ou V).")
         return "N", set(), []
+    labels = labels or []
     confidentiality: str | None = None
     visibility: set[str] = set()
     for i, label in enumerate(labels):
@@ -330,13 +333,23 @@ def visibility_label(code: str) -> dict[str, Any]:
 
 
 def _validate_document(
-    c: _Collector, index: int, entry: dict[str, Any], resource: dict[str, Any]
+    c: _Collector,
+    index: int,
+    entry: dict[str, Any],
+    resource: dict[str, Any],
+    *,
+    simplified: bool = False,
 ) -> DocumentDraft | None:
+    """Judge one DocumentReference. ``simplified`` applies pdsm-simplified-publish (ITI-105)
+    instead of the comprehensive profile: there securityLabel, context.period, the contained
+    source patient, attachment.language and attachment.creation are optional (MHD
+    SimplifiedPublish.DocumentReference relaxes the Comprehensive metadata), and hash, size and
+    url are the server's to fill in (reference dmp-pdsm.md §1.2)."""
     path = f"Bundle.entry[{index}].resource"
     before = len(c.errors)
-    _check_profile(c, path, resource, DOCREF_PROFILE)
+    _check_profile(c, path, resource, SIMPLIFIED_PROFILE if simplified else DOCREF_PROFILE)
     contained = _contained(resource)
-    if not contained:
+    if not contained and not simplified:
         c.error(path + ".contained", "Ressources contenues obligatoires (auteur, patient source).")
 
     master = resource.get("masterIdentifier") or {}
@@ -415,7 +428,7 @@ def _validate_document(
             path + ".custodian",
             "custodian absent (obligatoire dans PDSm) : la structure de l'émetteur est retenue.",
         )
-    confidentiality, visibility, labels = _security(c, path, resource)
+    confidentiality, visibility, labels = _security(c, path, resource, required=not simplified)
 
     contents = resource.get("content") or []
     if len(contents) != 1:
@@ -424,7 +437,7 @@ def _validate_document(
     content = contents[0] if isinstance(contents[0], dict) else {}
     att = content.get("attachment") or {}
     ap = path + ".content[0].attachment"
-    for name in ("contentType", "language", "url", "title", "hash"):
+    for name in ("contentType", "title") if simplified else _ATTACHMENT_REQUIRED:
         if not att.get(name):
             c.error(f"{ap}.{name}", f"Élément obligatoire absent : attachment.{name}.")
     if att.get("data") is not None:
@@ -434,10 +447,18 @@ def _validate_document(
         c.error(ap + ".size", "Élément obligatoire absent : attachment.size.")
     elif not isinstance(size, int) or size < 0:
         c.error(ap + ".size", "attachment.size doit être un entier positif.", "value")
-    creation = _instant(c, ap + ".creation", att.get("creation"))
+    creation = _instant(c, ap + ".creation", att.get("creation"), required=not simplified)
     fmt = content.get("format")
     if not isinstance(fmt, dict) or not fmt.get("code"):
         c.error(path + ".content[0].format", "formatCode (content.format) obligatoire.")
+    elif isinstance(att.get("contentType"), str):
+        allowed = term.content_types_for_format(str(fmt["code"]))
+        if allowed and att["contentType"].split(";")[0].strip().lower() not in allowed:
+            c.warn(
+                path + ".content[0].format",
+                f"formatCode « {fmt['code']} » incohérent avec contentType "
+                f"« {att['contentType']} » (attendu : {', '.join(allowed)}).",
+            )
 
     ctx = resource.get("context") or {}
     cp = path + ".context"
@@ -455,10 +476,12 @@ def _validate_document(
                 "français (JDV_J02 / JDV_J04) attendus par PDSm.",
             )
     period = ctx.get("period") or {}
-    period_start = _instant(c, cp + ".period.start", period.get("start"))
+    period_start = _instant(c, cp + ".period.start", period.get("start"), required=not simplified)
     period_end = _instant(c, cp + ".period.end", period.get("end"), required=False)
     spi = (ctx.get("sourcePatientInfo") or {}).get("reference")
-    if not isinstance(spi, str) or not spi:
+    if spi is None and simplified:
+        pass
+    elif not isinstance(spi, str) or not spi:
         c.error(cp + ".sourcePatientInfo", "sourcePatientInfo obligatoire (patient contenu).")
     elif not spi.startswith("#") or spi[1:] not in contained:
         c.error(
@@ -692,9 +715,12 @@ def sha1_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha1(data).digest()).decode()
 
 
-def parse_provide_bundle(bundle: Any, *, max_bytes: int) -> ParsedSubmission:
+def parse_provide_bundle(
+    bundle: Any, *, max_bytes: int, simplified: bool = False
+) -> ParsedSubmission:
     """Validate an ITI-65 bundle; raise a 400 ``FHIRError`` listing every problem (413 when a
-    document exceeds ``max_bytes``, the instance's configured limit)."""
+    document exceeds ``max_bytes``, the instance's configured limit). ``simplified`` is for the
+    bundle the server builds around an ITI-105 DocumentReference."""
     c = _Collector()
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise FHIRError(400, "structure", "Un Bundle FHIR est attendu.")
@@ -773,7 +799,7 @@ def parse_provide_bundle(bundle: Any, *, max_bytes: int) -> ParsedSubmission:
                 url = ((content or {}).get("attachment") or {}).get("url")
                 if isinstance(url, str):
                     attachment_urls.add(url)
-            doc = _validate_document(c, index, entry, resource)
+            doc = _validate_document(c, index, entry, resource, simplified=simplified)
             if doc:
                 documents.append(doc)
             order.append(("DocumentReference", full_url))
