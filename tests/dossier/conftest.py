@@ -116,13 +116,38 @@ def dmp(db: Database, settings: Settings, tmp_path: Path) -> Dmp:
         "dupont": _token(
             settings,
             "8" + DUPONT,
-            {"actor": "professional", "idnat_ps": "8" + DUPONT, "structure": "1350000014"},
+            {
+                "actor": "professional",
+                "idnat_ps": "8" + DUPONT,
+                "profession": "10",
+                "structure": "1350000014",
+            },
         ),
         "martin": _token(
-            settings, "8" + MARTIN, {"actor": "professional", "idnat_ps": "8" + MARTIN}
+            settings,
+            "8" + MARTIN,
+            {"actor": "professional", "idnat_ps": "8" + MARTIN, "profession": "10"},
         ),
         "patient": _token(settings, "patient", {"actor": "patient", "ins": PATIENT_INS}),
         "agent": _token(settings, "CPAM35-A001", {"actor": "agent", "agent_id": "CPAM35-A001"}),
     }
     result.patient_id = open_record(result)
+    # The patient's choices that give the two professionals a basis (dmp-access.md R10, R12):
+    # Dr Dupont is his médecin traitant, Dr Martin holds his authorisation.
+    grant_access(result, "designate-mt", "8" + DUPONT)
+    grant_access(result, "grant", "8" + MARTIN)
     return result
+
+
+def grant_access(dmp: Dmp, action: str, idnps: str, pid: str | None = None) -> None:
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "action", "valueCode": action},
+            {"name": "target", "valueString": idnps},
+        ],
+    }
+    response = dmp.call(
+        "POST", f"/fhir/Patient/{pid or dmp.patient_id}/$dmp-droits", "patient", json=body
+    )
+    assert response.status_code == 200, response.text

@@ -35,7 +35,7 @@ from parcours.dossier.samples import INS_NIR, PATIENT_INS, cda, provide_bundle
 from parcours.dossier.store import open_store
 from tests.conftest import BACKENDS, PostgresScratch, _new_database, make_settings
 from tests.dossier import conformance_data as cd
-from tests.dossier.conftest import Dmp, _token, open_record
+from tests.dossier.conftest import Dmp, _token, grant_access, open_record
 from tests.scenario import load_scenario
 
 if not cd.available():
@@ -138,11 +138,18 @@ def shared_dmp(
         "dupont": _token(
             settings,
             cd.OUR_IDNPS,
-            {"actor": "professional", "idnat_ps": cd.OUR_IDNPS, "structure": CALLER_STRUCTURE},
+            {
+                "actor": "professional",
+                "idnat_ps": cd.OUR_IDNPS,
+                "profession": "10",
+                "structure": CALLER_STRUCTURE,
+            },
         ),
         "agent": _token(settings, "CPAM35-A001", {"actor": "agent", "agent_id": "CPAM35-A001"}),
+        "patient": _token(settings, "patient", {"actor": "patient", "ins": PATIENT_INS}),
     }
     dmp.patient_id = open_record(dmp)
+    grant_access(dmp, "designate-mt", cd.OUR_IDNPS)  # the publisher is his médecin traitant
     yield dmp
     db.dispose()
 

@@ -16,6 +16,7 @@ from parcours.dossier.models import Document
 from parcours.dossier.samples import OTHER_INS, cda
 from parcours.storage.crypto import KeyRing
 from tests.dossier.conftest import CHANNEL_EXT, Dmp, open_record
+from tests.scenario import MARTIN
 
 A07 = (
     "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/"
@@ -54,7 +55,7 @@ def test_superseded_and_deleted_documents_are_gone(dmp: Dmp) -> None:
     url = attachment_url(dmp, doc_id)
     response = dmp.call("DELETE", f"/fhir/DocumentReference/{doc_id}", "martin")
     assert response.status_code == 403  # not the author
-    assert "auteur-seulement" in response.json()["issue"][0]["diagnostics"]
+    assert "règle R29" in response.json()["issue"][0]["diagnostics"]
     assert dmp.call("DELETE", f"/fhir/DocumentReference/{doc_id}").status_code == 204
     assert dmp.call("GET", url).status_code == 410
     assert dmp.call("GET", f"/fhir/DocumentReference/{doc_id}").status_code == 410
@@ -224,10 +225,10 @@ def test_every_access_is_traced_with_patient_and_rule(dmp: Dmp) -> None:
         events = session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
     mine = [e for e in events if e.patient_id == dmp.patient_id]
     actions = [(e.action, e.outcome, e.rule) for e in mine]
-    assert ("transaction", 200, "professionnel-authentifie") in actions
-    assert ("read", 200, "professionnel-authentifie") in actions
-    assert ("search", 200, "professionnel-authentifie") in actions
-    assert ("read", 403, "acteur-non-habilite") in actions
+    assert ("transaction", 200, "R27") in actions
+    assert ("read", 200, "R10") in actions
+    assert ("search", 200, "R10") in actions
+    assert ("read", 403, "R42") in actions
     assert verify(dmp.db).ok
     # The patient reads who accessed his record, through the API.
     traces = dmp.call("GET", f"/fhir/AuditEvent?patient={dmp.patient_id}", "patient")
@@ -235,10 +236,13 @@ def test_every_access_is_traced_with_patient_and_rule(dmp: Dmp) -> None:
     codes = [e["resource"]["subtype"][0]["code"] for e in traces.json()["entry"]]
     assert "read" in codes and "search-type" in codes
     refused = [e["resource"] for e in traces.json()["entry"] if e["resource"]["outcome"] != "0"]
-    assert refused and "acteur-non-habilite" in refused[0]["outcomeDesc"]
-    assert (
-        dmp.call("GET", f"/fhir/AuditEvent?patient={dmp.patient_id}", "martin").status_code == 403
-    )
+    assert refused and "R42" in refused[0]["outcomeDesc"]
+    # Another professional reads the traces of his own actions only (R39).
+    dmp.call("GET", f"/fhir/DocumentReference/{doc_id}", "martin")
+    own = dmp.call("GET", f"/fhir/AuditEvent?patient={dmp.patient_id}", "martin")
+    assert own.status_code == 200, own.text
+    who = {e["resource"]["agent"][0]["who"]["identifier"]["value"] for e in own.json()["entry"]}
+    assert who == {"8" + MARTIN}
 
 
 def test_record_lifecycle_and_retention(dmp: Dmp) -> None:
@@ -264,7 +268,7 @@ def test_record_lifecycle_and_retention(dmp: Dmp) -> None:
     assert closed.json()["active"] is False
     response = dmp.call("GET", f"/fhir/DocumentReference?patient={dmp.patient_id}&status=current")
     assert response.status_code == 403
-    assert "dmp-ferme" in response.json()["issue"][0]["diagnostics"]
+    assert "règle G2" in response.json()["issue"][0]["diagnostics"]
     from parcours.dossier.models import Record
 
     with dmp.db.session() as session:

@@ -15,7 +15,13 @@ from parcours.dossier.samples import provide_bundle
 from tests.dossier.conftest import Dmp
 from tests.scenario import DUPONT
 
-LOINC_TYPES = sorted(term._terminology()["type_to_class"]["LOINC"].items())
+# Types a professional may publish: the personal space (90) is the holder's and reimbursements
+# (60) the Assurance Maladie's (dmp-access.md R27).
+LOINC_TYPES = sorted(
+    (t, c)
+    for t, c in term._terminology()["type_to_class"]["LOINC"].items()
+    if c not in ("60", "90")
+)
 SLOW = settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

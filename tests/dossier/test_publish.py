@@ -162,7 +162,7 @@ def test_patient_must_resolve_and_have_an_open_record(dmp: Dmp) -> None:  # T65-
     body = refused(
         dmp, provide_bundle(subject=f"Patient/{other['id']}", author_idnps="8" + DUPONT), 422
     )
-    assert "dmp-inexistant" in body["issue"][0]["diagnostics"]
+    assert "règle G2" in body["issue"][0]["diagnostics"]
 
 
 def test_subjects_must_agree(dmp: Dmp) -> None:
@@ -308,4 +308,4 @@ def test_unauthenticated_and_patient_of_another_record(dmp: Dmp) -> None:
     bundle = provide_bundle(subject=f"Patient/{other}", author_idnps="8" + DUPONT)
     response = dmp.publish(bundle, who="patient")
     assert response.status_code == 403
-    assert "autre-patient" in response.json()["issue"][0]["diagnostics"]
+    assert "règle R19" in response.json()["issue"][0]["diagnostics"]

@@ -168,7 +168,7 @@ def test_masked_document_hidden_from_other_professionals(dmp: Dmp, corpus: dict[
     assert seen_by_martin == {corpus["cr"], corpus["bio"], corpus["vsm"]}
     read = dmp.call("GET", f"/fhir/DocumentReference/{corpus['masque']}", "martin")
     assert read.status_code == 403
-    assert "document-masque-ps" in read.json()["issue"][0]["diagnostics"]
+    assert "règle R21" in read.json()["issue"][0]["diagnostics"]
     # The patient sees his masked document.
     assert corpus["masque"] in ids(find(dmp, "status=current", who="patient"))
 

@@ -26,7 +26,11 @@ def _token(settings: Settings, claims: dict[str, str], subject: str) -> str:
 
 
 def test_publish_search_retrieve_replace(server: Settings) -> None:
-    pro = _token(server, {"actor": "professional", "idnat_ps": "8" + DUPONT}, "8" + DUPONT)
+    pro = _token(
+        server,
+        {"actor": "professional", "idnat_ps": "8" + DUPONT, "profession": "10"},
+        "8" + DUPONT,
+    )
     client = SyncFHIRClient(f"{server.base_url}/fhir", authorization=f"Bearer {pro}")
     patient = client.resource(
         "Patient",

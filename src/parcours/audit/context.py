@@ -1,9 +1,10 @@
-"""Details a service adds to the current request's trace (patient concerned, deciding rule).
+"""Details a service adds to the current request's trace (patient concerned, deciding rule,
+notifications to queue with it).
 
 The audit middleware puts a fresh dict in a context variable for each request; the service's
-policy-enforcement point calls :func:`note`. FastAPI runs sync routes in a worker thread with a
-*copy* of the context, so the middleware shares a mutable dict rather than reading the variable
-back: the copy holds the same dict object.
+policy-enforcement point calls :func:`note` and :func:`queue`. FastAPI runs sync routes in a
+worker thread with a *copy* of the context, so the middleware shares a mutable dict rather than
+reading the variable back: the copy holds the same dict object.
 """
 
 from __future__ import annotations
@@ -22,3 +23,16 @@ def note(**details: Any) -> None:
     for key, value in details.items():
         if value is not None:
             target.setdefault(key, value)
+
+
+def request_id() -> str | None:
+    target = current.get()
+    return None if target is None else target.get("request_id")
+
+
+def queue(*items: Any) -> None:
+    """Notifications to write in the trace's transaction, if the request succeeds (R45)."""
+    target = current.get()
+    if target is None:
+        return
+    target.setdefault("notifications", []).extend(items)

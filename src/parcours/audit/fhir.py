@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from parcours.audit.models import AuditEvent
@@ -80,13 +80,26 @@ def render(event: AuditEvent) -> dict[str, Any]:
 
 
 def events_for_patient(
-    session: Session, patient_id: str, limit: int, offset: int
+    session: Session,
+    patient_id: str,
+    limit: int,
+    offset: int,
+    *,
+    actor_id: str | None = None,
+    hidden_resources: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(AuditEvent)
-        .where(AuditEvent.patient_id == patient_id)
-        .order_by(AuditEvent.seq.desc())
-        .offset(offset)
-        .limit(limit)
-    ).scalars()
-    return [render(e) for e in rows]
+    """The record's traces, newest first; ``actor_id`` keeps one actor's own (R39 for a PS who
+    is not the médecin traitant); ``hidden_resources`` leaves out the traces naming documents a
+    legal representative may not know of (R24)."""
+    query = select(AuditEvent).where(AuditEvent.patient_id == patient_id)
+    if actor_id is not None:
+        query = query.where(AuditEvent.actor_id == actor_id)
+    if hidden_resources:
+        query = query.where(
+            or_(
+                AuditEvent.resource_id.is_(None),
+                AuditEvent.resource_id.not_in(sorted(hidden_resources)),
+            )
+        )
+    rows = session.execute(query.order_by(AuditEvent.seq.desc()).offset(offset).limit(limit))
+    return [render(e) for e in rows.scalars()]

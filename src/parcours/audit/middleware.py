@@ -96,7 +96,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
 
-        details: dict[str, object] = {}
+        details: dict[str, object] = {"request_id": request_id}
         state["audit_details"] = details
         token = audit_context.current.set(details)
 
@@ -154,5 +154,11 @@ class AuditMiddleware:
             client_ip=client[0] if client else None,
             patient_id=details.get("patient_id"),
             rule=details.get("rule"),
+            justification=_printable(details.get("justification")),
+            call_id=_printable(details.get("call_id")),
+            on_behalf_of=principal.via_structure if principal else None,
+            policy_version=details.get("policy_version"),
         )
-        record(self.database(), entry)  # type: ignore[arg-type]
+        # Notifications follow only actions that succeeded (never a refusal, never a rollback).
+        pending = (details.get("notifications") or []) if status < 400 else []
+        record(self.database(), entry, notifications=pending)  # type: ignore[arg-type]

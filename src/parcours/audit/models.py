@@ -32,5 +32,10 @@ class AuditEvent(Base):
     # "who saw my record" page and an auditor replaying a decision need.
     patient_id: Mapped[str | None] = mapped_column(String(64), index=True)
     rule: Mapped[str | None] = mapped_column(String(64))
+    # Emergency access context and the policy data version that decided (replayable).
+    justification: Mapped[str | None] = mapped_column(Text)
+    call_id: Mapped[str | None] = mapped_column(String(64))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(64))  # structure asserting the PS
+    policy_version: Mapped[str | None] = mapped_column(String(16))
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 from sqlalchemy import select, text
@@ -42,11 +43,17 @@ class AuditEntry:
     client_ip: str | None
     patient_id: str | None = None
     rule: str | None = None
+    justification: str | None = None
+    call_id: str | None = None
+    on_behalf_of: str | None = None
+    policy_version: str | None = None
 
 
 # Fields added after the chain started: left out of the digest when empty, so that records
 # written before they existed still verify.
-_OPTIONAL = frozenset({"patient_id", "rule"})
+_OPTIONAL = frozenset(
+    {"patient_id", "rule", "justification", "call_id", "on_behalf_of", "policy_version"}
+)
 
 
 def _digest(prev_hash: str, recorded_at: datetime, entry: dict[str, object]) -> str:
@@ -79,10 +86,15 @@ def append(session: Session, entry: AuditEntry) -> AuditEvent:
     return event
 
 
-def record(db: Database, entry: AuditEntry) -> None:
-    """Append in a transaction of its own (reads, whose action writes nothing else)."""
+def record(db: Database, entry: AuditEntry, notifications: Sequence[Any] = ()) -> None:
+    """Append in a transaction of its own (reads, whose action writes nothing else), with the
+    notifications the decision obliged: both commit, or neither (outbox, R45)."""
     with _lock, db.session() as session:
-        append(session, entry)
+        event = append(session, entry)
+        if notifications:
+            from parcours.notify import outbox
+
+            outbox.write(session, list(notifications), entry.request_id, event.recorded_at)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,9 @@ def mint_token(
         "nbf": issued,
         "exp": issued + ttl_seconds,
         "jti": str(uuid.uuid4()),
+        # The development IdP stands for Pro Santé Connect / the patient IdP at their usual
+        # level (CPS or e-CPS, second factor); a weak login must say so with its own acr.
+        "acr": "eidas1",
         **{k: v for k, v in claims.items() if v is not None},
     }
     return jwt.encode(payload, key.private_pem, algorithm=ALGORITHM, headers={"kid": key.kid})

@@ -20,7 +20,7 @@ import jwt
 from jwt import PyJWK
 
 from parcours.auth.keys import SigningKey
-from parcours.auth.principal import ACCESS_MODES, Principal
+from parcours.auth.principal import ACCESS_MODES, ACTOR_KINDS, ROLES, Principal
 
 ALLOWED_ALGORITHMS = ("ES256", "ES384", "RS256", "PS256")
 _KTY_FOR_ALG = {"ES": "EC", "RS": "RSA", "PS": "RSA"}
@@ -212,17 +212,43 @@ def principal_from_claims(issuer: str, claims: dict[str, Any]) -> Principal:
     if actor == "professional":
         if not idnat_ps:
             raise AuthenticationError("Jeton professionnel sans identifiant national (IDNPS).")
+        role = claims.get("role", "none")
+        if role not in ROLES:
+            raise AuthenticationError(f"Rôle inconnu dans le jeton : « {role} ».")
         return Principal(
             kind="professional",
             idnat_ps=str(idnat_ps),
             profession=claims.get("profession"),
             structure=claims.get("structure"),
+            role=role,
+            via_structure=claims.get("via_structure"),
             **common,
         )
     if actor == "patient":
         if not claims.get("ins"):
             raise AuthenticationError("Jeton patient sans INS.")
         return Principal(kind="patient", ins=str(claims["ins"]), **common)
+    if actor == "legal_representative":
+        if not claims.get("ins"):
+            raise AuthenticationError("Jeton de représentant légal sans INS.")
+        represents = claims.get("represents") or []
+        if not isinstance(represents, list) or not all(isinstance(r, str) for r in represents):
+            raise AuthenticationError("Revendication « represents » : liste d'INS attendue.")
+        return Principal(
+            kind="legal_representative",
+            ins=str(claims["ins"]),
+            represents=tuple(represents),
+            **common,
+        )
+    if actor in ACTOR_KINDS and actor not in ("professional", "patient", "agent"):
+        # Systems, structure certificates without an acting PS, and the accessors the law
+        # forbids: they authenticate, and the access policy refuses what they may not do.
+        return Principal(
+            kind=actor,
+            agent_id=str(claims["sub"]),
+            structure=claims.get("structure"),
+            **common,
+        )
     if actor == "agent":
         if not claims.get("agent_id"):
             raise AuthenticationError("Jeton agent sans identifiant d'agent.")

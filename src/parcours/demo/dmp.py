@@ -4,13 +4,14 @@ CPAM desk and fed by the demo GP, through the same service functions as the API.
 from __future__ import annotations
 
 import random
+from datetime import date
 from typing import Any
 
 from faker import Faker
 from sqlalchemy import func, select
 
 from parcours.auth.principal import Principal
-from parcours.dossier import documents, records
+from parcours.dossier import documents, records, rights
 from parcours.dossier.models import Patient
 from parcours.dossier.samples import cda, provide_bundle
 from parcours.dossier.store import DocumentStore
@@ -33,10 +34,17 @@ def ensure_demo_records(
     fake.seed_instance(seed)
     gp = manifest["demo_logins"][0]
     author = Principal(
-        kind="professional", subject=gp["idnat_ps"], issuer="demo", idnat_ps=gp["idnat_ps"]
+        kind="professional",
+        subject=gp["idnat_ps"],
+        issuer="demo",
+        idnat_ps=gp["idnat_ps"],
+        profession="10",
+        auth_level="eidas1",
     )
     agent_id = manifest["cpam_accueils"][0]["agents"][0]
-    agent = Principal(kind="agent", subject=agent_id, issuer="demo", agent_id=agent_id)
+    agent = Principal(
+        kind="agent", subject=agent_id, issuer="demo", agent_id=agent_id, auth_level="eidas1"
+    )
     out: list[dict[str, str]] = []
     for _ in range(count):
         female = rng.random() < 0.5
@@ -54,7 +62,7 @@ def ensure_demo_records(
                     "identifier": [{"system": "urn:oid:" + INS_OID_NIR_DEMO, "value": ins.value}],
                     "name": [{"family": family, "given": [given]}],
                     "gender": "female" if female else "male",
-                    "birthDate": f"{year}-{month:02d}-{rng.randint(1, 28):02d}",
+                    "birthDate": (birth := date(year, month, rng.randint(1, 28))).isoformat(),
                 },
             )
             records.record_consent(
@@ -68,6 +76,32 @@ def ensure_demo_records(
                 },
             )
             patient_id = patient.id
+            # The patient designates the demo GP as his médecin traitant (R37), so the GP's
+            # token reads the record as the README shows.
+            holder = Principal(
+                kind="patient", subject=ins.value, issuer="demo", ins=ins.value, auth_level="eidas1"
+            )
+            if (date.today() - birth).days < 18 * 365.25:  # a minor: a parent acts (R40)
+                holder = Principal(
+                    kind="legal_representative",
+                    subject="parent-" + ins.value,
+                    issuer="demo",
+                    ins="parent-" + ins.value,
+                    represents=(ins.value,),
+                    auth_level="eidas1",
+                )
+            rights.apply(
+                session,
+                holder,
+                patient_id,
+                {
+                    "resourceType": "Parameters",
+                    "parameter": [
+                        {"name": "action", "valueCode": "designate-mt"},
+                        {"name": "target", "valueString": gp["idnat_ps"]},
+                    ],
+                },
+            )
         bundle = provide_bundle(
             subject=f"Patient/{patient_id}",
             author_idnps=gp["idnat_ps"],

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import jsonpatch
-from sqlalchemy import and_, exists, func, insert, or_, select
+from sqlalchemy import and_, exists, insert, or_, select
 from sqlalchemy.orm import Session
 
 from parcours.annuaire.directory import find_professional
@@ -58,7 +58,10 @@ from parcours.fhir.search import (
     parse_token,
 )
 from parcours.identity import IDNST_OID
-from parcours.policy.decision import DocumentFacts, document_filter
+from parcours.policy import pep
+from parcours.policy.engine import decide
+from parcours.policy.facts import DocumentState, Flags
+from parcours.policy.rules import load_rules
 from parcours.storage.crypto import DecryptionError, KeyRing
 from parcours.storage.db import Database
 from parcours.storage.models import utcnow
@@ -183,8 +186,22 @@ def _publish_in(
         expression=f"Bundle.entry[{parsed.submission.index}].resource.subject",
     )
     resolved = records.load(session, patient)
-    status = 422 if resolved.facts.status != "open" else 403
-    records.enforce(principal, "publish", resolved.facts, status=status)
+    state = resolved.state
+    status = 422 if state.status != "active" else 403
+    for draft in parsed.documents:
+        records.enforce(
+            principal,
+            "publish",
+            state,
+            status=status,
+            document_class=draft.class_code,
+            document_type=draft.type_code,
+            flags=Flags(
+                masque_ps=term.MASQUE_PS in draft.visibility,
+                invisible_patient=term.INVISIBLE_PATIENT in draft.visibility,
+                invisible_representatives=term.INVISIBLE_REPRESENTANTS_LEGAUX in draft.visibility,
+            ),
+        )
 
     issues = _professional_author_check(session, parsed)
     masters = [d.master_identifier for d in parsed.documents]
@@ -250,8 +267,19 @@ def _publish_in(
         raise FHIRError(
             code, issues[0].code, issues[0].diagnostics, issues=issues + parsed.warnings
         )
-    for old in replaced.values():
-        records.enforce(principal, "update", resolved.facts, _facts(old), status=403)
+    for draft in parsed.documents:
+        if draft.replaces in replaced:
+            records.enforce(
+                principal,
+                "replace",
+                state,
+                document_state(replaced[draft.replaces]),
+                status=403,
+                flags=Flags(
+                    masque_ps=term.MASQUE_PS in draft.visibility,
+                    invisible_patient=term.INVISIBLE_PATIENT in draft.visibility,
+                ),
+            )
 
     now = utcnow()
     submission_id = str(uuid.uuid4())
@@ -350,6 +378,8 @@ def _publish_in(
                 masque_ps=term.MASQUE_PS in draft.visibility,
                 invisible_patient=term.INVISIBLE_PATIENT in draft.visibility,
                 invisible_representants=term.INVISIBLE_REPRESENTANTS_LEGAUX in draft.visibility,
+                published_at=now,
+                secret_session=principal.minor_secret,
                 archived=draft.archived,
                 author_idnps=professional.idnps if professional else None,
                 authored_by_patient=by_patient,
@@ -451,12 +481,35 @@ def _new_version(session: Session, doc: Document, now: datetime) -> None:
     doc.resource = {**doc.resource, "meta": meta}
 
 
-def _facts(doc: Document) -> DocumentFacts:
-    return DocumentFacts(
-        author_idnps=doc.author_idnps,
-        published_by=doc.published_by,
+def document_state(doc: Any) -> DocumentState:
+    """The policy's view of a stored document."""
+    if doc.deleted_at is not None:
+        status = "deleted"
+    elif doc.status == "superseded":
+        status = "deprecated"
+    elif doc.archived:
+        status = "archived"
+    else:
+        status = "current"
+    if doc.authored_by_patient:
+        author, kind = doc.published_by, "patient"
+    elif doc.class_code == "60" and doc.author_idnps is None:
+        author, kind = doc.published_by, "system"
+    else:
+        author, kind = doc.author_idnps or doc.published_by, "professional"
+    return DocumentState(
+        id=doc.id,
+        author=author,
+        class_code=doc.class_code,
+        type_code=doc.type_code,
+        published_at=doc.published_at or doc.last_updated,
+        author_kind=kind,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
         masque_ps=doc.masque_ps,
         invisible_patient=doc.invisible_patient,
+        invisible_representatives=doc.invisible_representants,
+        announced_at=doc.announced_at,
+        secret_session=doc.secret_session,
     )
 
 
@@ -650,24 +703,33 @@ class SearchResult:
     has_more: bool
 
 
-def _visible(principal: Principal) -> Any:
-    rules = document_filter(principal)
-    conds: list[Any] = [Document.deleted_at.is_(None)]
-    me = rules.hide_masque_ps_unless_author
-    if me is not None:
-        conds.append(
-            or_(
-                Document.masque_ps.is_(False),
-                Document.author_idnps == me,
-                Document.published_by == me,
-            )
-        )
-    if rules.hide_invisible_patient:
-        conds.append(Document.invisible_patient.is_(False))
-    return and_(*conds)
+_POLICY_COLUMNS = (
+    Document.id,
+    Document.patient_id,
+    Document.status,
+    Document.deleted_at,
+    Document.archived,
+    Document.authored_by_patient,
+    Document.author_idnps,
+    Document.published_by,
+    Document.class_code,
+    Document.type_code,
+    Document.published_at,
+    Document.last_updated,
+    Document.version,
+    Document.date,
+    Document.masque_ps,
+    Document.invisible_patient,
+    Document.invisible_representants,
+    Document.announced_at,
+    Document.secret_session,
+)
 
 
 def search(session: Session, principal: Principal, query: SearchQuery, base: str) -> SearchResult:
+    """ITI-67. The SQL narrows by the client's criteria; the policy then judges every
+    candidate exactly as a read would (R26: search = filtered read), and only then is the
+    page cut, so neither the page nor the total reveals a hidden document."""
     names = {c.param.name for c in query.criteria}
     if not names & {"patient", "patient.identifier"}:
         raise BadRequest(
@@ -681,28 +743,35 @@ def search(session: Session, principal: Principal, query: SearchQuery, base: str
             code="required",
             expression=["status"],
         )
-    records.authorise_search(session, principal, query)
-    where = and_(_visible(principal), *[c.condition() for c in query.criteria])
-    rows = (
-        session.execute(
-            select(Document.resource)
-            .where(where)
-            .order_by(Document.date.desc(), Document.id)
-            .offset(query.offset)
-            .limit(query.count + 1)
-        )
-        .scalars()
-        .all()
-        if query.count
-        else []
+    states = records.authorise_search(session, principal, query)
+    if not states:
+        return SearchResult([], 0 if query.total != "none" else None, False)
+    where = and_(
+        Document.deleted_at.is_(None),
+        Document.patient_id.in_(list(states)),
+        *[c.condition() for c in query.criteria],
     )
-    has_more = len(rows) > query.count
-    total = None
-    if query.total != "none":
-        total = session.execute(
-            select(func.count()).select_from(Document).where(where)
-        ).scalar_one()
-    return SearchResult([absolute(r, base) for r in rows[: query.count]], total, has_more)
+    candidates = session.execute(
+        select(*_POLICY_COLUMNS).where(where).order_by(Document.date.desc(), Document.id)
+    ).all()
+    rules = load_rules()
+    now = utcnow()
+    read = pep.request_for(principal, "read", now)
+    actors = {pid: pep.actor_for(principal, state) for pid, state in states.items()}
+    visible = [
+        row.id
+        for row in candidates
+        if decide(
+            read, actors[row.patient_id], states[row.patient_id], document_state(row), rules=rules
+        ).permit
+    ]
+    page = visible[query.offset : query.offset + query.count] if query.count else []
+    resources = dict(
+        session.execute(select(Document.id, Document.resource).where(Document.id.in_(page))).all()
+    )
+    total = len(visible) if query.total != "none" else None
+    has_more = len(visible) > query.offset + query.count
+    return SearchResult([absolute(resources[i], base) for i in page], total, has_more)
 
 
 def absolute(resource: dict[str, Any], base: str) -> dict[str, Any]:
@@ -728,7 +797,13 @@ def _load_document(session: Session, doc_id: str) -> Document:
 def _authorise(session: Session, principal: Principal, doc: Document, action: str) -> None:
     patient = session.get(Patient, doc.patient_id)
     assert patient is not None
-    records.enforce(principal, action, records.load(session, patient).facts, _facts(doc))  # type: ignore[arg-type]
+    state = records.load(session, patient).state
+    if doc.deleted_at is not None and action == "read":
+        # R25: a deleted document is served to nobody; a caller who may use the record learns
+        # that it is gone (410, as MHD says), anyone else gets the record-level refusal.
+        records.enforce(principal, "read-record", state, session=session)
+        raise FHIRError(410, "deleted", f"DocumentReference/{doc.id} a été supprimée.")
+    records.enforce(principal, action, state, document_state(doc), session=session)  # type: ignore[arg-type]
 
 
 def read(session: Session, principal: Principal, doc_id: str, base: str) -> dict[str, Any]:
@@ -878,7 +953,10 @@ def patch(
     base: str,
 ) -> dict[str, Any]:
     doc = _find_for_patch(session, doc_id, identifier)
-    _authorise(session, principal, doc, "update")
+    patient = session.get(Patient, doc.patient_id)
+    assert patient is not None
+    state = records.load(session, patient).state
+    records.enforce(principal, "read-record", state)
     if doc.deleted_at is not None:
         raise FHIRError(410, "deleted", "Document supprimé.")
     if "json-patch" in content_type:
@@ -925,6 +1003,11 @@ def patch(
         e.get("url") == EXT_IS_ARCHIVED and e.get("valueBoolean") is True
         for e in updated.get("extension") or []
     )
+    current = document_state(doc)
+    for action in _patch_actions(doc, status, confidentiality, visibility, archived):
+        records.enforce(principal, action, state, current, now=now)  # type: ignore[arg-type]
+    if term.INVISIBLE_PATIENT not in visibility and doc.invisible_patient:
+        doc.announced_at = now  # R33: the announcement consultation took place
     _new_version(session, doc, now)
     labels = [
         {
@@ -951,6 +1034,30 @@ def patch(
     doc.archived = archived
     session.flush()
     return absolute(doc.resource, base)
+
+
+def _patch_actions(
+    doc: Document, status: str, confidentiality: str, visibility: set[str], archived: bool
+) -> list[str]:
+    """What a metadata update *does*, as the policy's actions: each is decided on its own."""
+    actions: list[str] = []
+    flags = (
+        (term.MASQUE_PS, doc.masque_ps, "mask", "unmask"),
+        (term.INVISIBLE_PATIENT, doc.invisible_patient, "make-invisible", "make-visible"),
+    )
+    for code, before, on, off in flags:
+        if (code in visibility) != before:
+            actions.append(on if code in visibility else off)
+    if archived != doc.archived:
+        actions.append("archive")
+    reps = term.INVISIBLE_REPRESENTANTS_LEGAUX in visibility
+    if (
+        status != doc.status
+        or confidentiality != doc.confidentiality
+        or reps != (doc.invisible_representants)
+    ):
+        actions.append("replace")  # the author's own metadata (R28)
+    return actions or ["archive"]  # a no-op update is still the author's alone
 
 
 def _labels(labels: list[Any]) -> tuple[str, set[str]]:

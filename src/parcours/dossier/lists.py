@@ -175,5 +175,5 @@ def read(session: Session, principal: Principal, list_id: str) -> dict[str, Any]
         raise NotFound("List", list_id)
     patient = session.get(Patient, sub.patient_id)
     assert patient is not None
-    records.enforce(principal, "read", records.load(session, patient).facts)
+    records.enforce(principal, "read-record", records.load(session, patient).state, session=session)
     return sub.resource

@@ -55,6 +55,33 @@ class Record(Base):
     closed_by: Mapped[str | None] = mapped_column(String(64))
     close_reason: Mapped[str | None] = mapped_column(Text)
     retention_until: Mapped[date | None] = mapped_column(Date)
+    # The holder's choices the access policy reads on every request (dmp-access.md §1.3), kept
+    # on the record row so that one primary-key read gives the policy all it needs.
+    closure_kind: Mapped[str | None] = mapped_column(String(16))  # holder | death | other
+    mt: Mapped[str | None] = mapped_column(String(16))  # IDNPS of the médecin traitant
+    oppose_bris_de_glace: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    oppose_centre_15: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    mask_all: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # {"blocked": [idnps], "removed_from_team": [idnps], "representatives": [ins],
+    #  "authorisations": [{ps, kind, granted_at, expires_at, revoked_at, granted_by,
+    #  collected_by}], "care_teams": [{id, structure, members, since, until, consented_at,
+    #  consent_withdrawn_at, occupational}]}
+    access: Mapped[dict[str, Any]] = mapped_column(JSONText, nullable=False, default=dict)
+    settings_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+class Reader(Base):
+    """Who already read a record: the first consultation by a professional is notified to the
+    holder (dmp-access.md §3.2), once, decided by the primary key rather than a scan of the
+    traces."""
+
+    __tablename__ = "dmp_reader"
+
+    patient_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("dmp_patient.id"), primary_key=True
+    )
+    actor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class Consent(Base):
@@ -122,6 +149,9 @@ class Document(Base):
     masque_ps: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     invisible_patient: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     invisible_representants: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # R22 delays count from it
+    announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # R33
+    secret_session: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)  # R24b
     archived: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     author_idnps: Mapped[str | None] = mapped_column(String(16))
     authored_by_patient: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -19,11 +19,15 @@ from sqlalchemy.orm import Session
 
 from parcours.audit import context as audit_context
 from parcours.auth.principal import Principal
-from parcours.dossier.models import Consent, Patient, Record
+from parcours.dossier.models import Consent, Patient, Reader, Record
 from parcours.fhir.errors import BadRequest, FHIRError, NotFound
 from parcours.fhir.search import SearchQuery, fold, parse_token
 from parcours.identity import INS, INS_OIDS, IdentifierError
-from parcours.policy.decision import Action, Decision, RecordFacts, decide
+from parcours.notify import outbox
+from parcours.policy import pep
+from parcours.policy.engine import Decision, decide
+from parcours.policy.facts import Action, Authorisation, CareTeam, DocumentState, RecordState
+from parcours.policy.rules import load_rules
 from parcours.storage.models import utcnow
 
 PARCOURS = "https://parcours.example.org/fhir"
@@ -57,23 +61,104 @@ class ResolvedPatient:
     record: Record | None
 
     @property
-    def facts(self) -> RecordFacts:
-        status = "absent" if self.record is None else self.record.status
-        return RecordFacts(self.patient.id, self.patient.ins, status)  # type: ignore[arg-type]
+    def state(self) -> RecordState:
+        return record_state(self.patient, self.record)
+
+
+def _instant(raw: str | None) -> datetime | None:
+    return datetime.fromisoformat(raw) if raw else None
+
+
+def record_state(patient: Patient, record: Record | None) -> RecordState:
+    """The policy's view of a record: one row, the holder's choices included."""
+    if record is None:
+        return RecordState(
+            patient.id, "absent", ins=patient.ins, holder_birth_date=patient.birth_date
+        )
+    access = record.access or {}
+    return RecordState(
+        patient_id=patient.id,
+        status="active" if record.status == "open" else "closed",
+        ins=patient.ins,
+        holder_birth_date=patient.birth_date,
+        closed_at=record.closed_at,
+        closure_reason=record.closure_kind,  # type: ignore[arg-type]
+        mt=record.mt,
+        oppose_bris_de_glace=record.oppose_bris_de_glace,
+        oppose_centre_15=record.oppose_centre_15,
+        blocked=frozenset(access.get("blocked", ())),
+        authorisations=tuple(
+            Authorisation(
+                ps=a["ps"],
+                granted_at=datetime.fromisoformat(a["granted_at"]),
+                expires_at=_instant(a.get("expires_at")),
+                revoked_at=_instant(a.get("revoked_at")),
+                granted_by=a.get("granted_by"),
+                kind=a.get("kind", "authorisation"),
+            )
+            for a in access.get("authorisations", ())
+        ),
+        care_teams=tuple(
+            CareTeam(
+                id=t["id"],
+                since=datetime.fromisoformat(t["since"]),
+                structure=t.get("structure"),
+                members=frozenset(t.get("members", ())),
+                until=_instant(t.get("until")),
+                consented_at=_instant(t.get("consented_at")),
+                consent_withdrawn_at=_instant(t.get("consent_withdrawn_at")),
+                occupational=bool(t.get("occupational")),
+            )
+            for t in access.get("care_teams", ())
+        ),
+        removed_from_team=frozenset(access.get("removed_from_team", ())),
+        mask_all=record.mask_all,
+        representatives=frozenset(access.get("representatives", ())),
+    )
 
 
 def enforce(
     principal: Principal,
     action: Action,
-    facts: RecordFacts,
-    document: Any = None,
+    state: RecordState,
+    document: DocumentState | None = None,
     *,
     status: int = 403,
+    session: Session | None = None,
+    **request_fields: Any,
 ) -> Decision:
-    """Ask the policy-decision point, trace its answer, raise on a refusal."""
-    decision = decide(principal, action, facts, document)
-    audit_context.note(patient_id=facts.patient_id, rule=decision.rule)
+    """Ask the policy-decision point, note its answer for the trace, raise on a refusal.
+
+    With a ``session``, a professional's first consultation of the record is detected (one
+    primary-key read) so that the decision can oblige the holder's notification."""
+    now = request_fields.pop("now", None) or utcnow()
+    first = (
+        session is not None
+        and principal.kind == "professional"
+        and principal.access_mode == "normal"
+        and action in ("read", "search", "read-record")
+        and state.status == "active"
+        and session.get(Reader, (state.patient_id, principal.actor_id)) is None
+    )
+    request = pep.request_for(principal, action, now, first_access=first, **request_fields)
+    rules = load_rules()
+    decision = decide(request, pep.actor_for(principal, state), state, document, rules=rules)
+    audit_context.note(
+        patient_id=state.patient_id,
+        rule=decision.rule,
+        policy_version=rules.version,
+        justification=principal.justification if principal.access_mode == "bris_de_glace" else None,
+        call_id=principal.call_id if principal.access_mode == "centre_15" else None,
+    )
+    if decision.permit and decision.notifications:
+        audit_context.queue(
+            *outbox.pending_for(
+                state, principal, decision, request, document, audit_context.request_id() or ""
+            )
+        )
     if decision.deny:
+        if state.status in ("absent", "opposed") and status == 403:
+            status = 404  # G2: never reveal whether a record exists (reference §2.1)
         raise FHIRError(status, "forbidden", f"{decision.reason} (règle {decision.rule})")
     return decision
 
@@ -246,6 +331,8 @@ def _channel(resource: dict[str, Any]) -> str:
 
 def record_consent(session: Session, principal: Principal, resource: Any) -> Consent:
     """Record the patient's consent to a DMP and open (or reopen) the record."""
+    from parcours.dossier import rights
+
     if not isinstance(resource, dict) or resource.get("resourceType") != "Consent":
         raise BadRequest("Une ressource Consent est attendue.")
     if resource.get("status") != "active":
@@ -268,7 +355,7 @@ def record_consent(session: Session, principal: Principal, resource: Any) -> Con
     if resolved.record is not None and resolved.record.status == "open":
         audit_context.note(patient_id=patient.id)
         raise FHIRError(409, "duplicate", "Ce patient a déjà un DMP ouvert.")
-    enforce(principal, "create-record", resolved.facts)
+    enforce(principal, "create", resolved.state, consent_collected=True)
     now = utcnow()
     consent_id = str(uuid.uuid4())
     stored = dict(resource)
@@ -289,22 +376,25 @@ def record_consent(session: Session, principal: Principal, resource: Any) -> Con
     )
     session.add(consent)
     if resolved.record is None:
-        session.add(
-            Record(
-                patient_id=patient.id,
-                status="open",
-                channel=channel,
-                consent_id=consent_id,
-                opened_at=now,
-                opened_by=principal.actor_id,
-            )
+        record = Record(
+            patient_id=patient.id,
+            status="open",
+            channel=channel,
+            consent_id=consent_id,
+            opened_at=now,
+            opened_by=principal.actor_id,
+            access={},
         )
+        session.add(record)
+        rights.authorise_creator(record, principal, now)
     else:  # reactivation of a closed record within its retention period
         record = resolved.record
         record.status, record.channel, record.consent_id = "open", channel, consent_id
         record.opened_at, record.opened_by = now, principal.actor_id
         record.closed_at = record.closed_by = record.close_reason = None
         record.retention_until = None
+        record.closure_kind = None
+        rights.authorise_creator(record, principal, now)
     patient.version += 1
     patient.last_updated = now
     session.flush()
@@ -317,13 +407,14 @@ def close_record(session: Session, principal: Principal, patient_id: str, reason
     if patient is None:
         raise NotFound("Patient", patient_id)
     resolved = load(session, patient)
-    enforce(principal, "close-record", resolved.facts)
+    enforce(principal, "close", resolved.state)
     record = resolved.record
     assert record is not None
     now = utcnow()
     record.status = "closed"
     record.closed_at, record.closed_by = now, principal.actor_id
     record.close_reason = reason or None
+    record.closure_kind = "holder"
     record.retention_until = now.date() + timedelta(days=365 * RETENTION_YEARS + 3)
     patient.version += 1
     patient.last_updated = now
@@ -372,21 +463,41 @@ def read_consent(session: Session, principal: Principal, consent_id: str) -> dic
     patient = session.get(Patient, consent.patient_id)
     assert patient is not None
     resolved = load(session, patient)
-    enforce(principal, "read-record", resolved.facts)
+    enforce(principal, "read-record", resolved.state, session=session)
     return consent.resource
 
 
 def traces(
     session: Session, principal: Principal, patient_id: str, count: int, offset: int
 ) -> list[dict[str, Any]]:
-    """Who accessed this DMP, for those entitled (the patient himself, for now)."""
+    """Who accessed this DMP: all of it for the holder and the médecin traitant, a PS's own
+    actions for any other PS (R39), minus what a legal representative may not know (R24)."""
     from parcours.audit.fhir import events_for_patient
 
     patient = session.get(Patient, patient_id)
     if patient is None:
         raise NotFound("Patient", patient_id)
-    enforce(principal, "read-traces", load(session, patient).facts)
-    return events_for_patient(session, patient_id, count, offset)
+    decision = enforce(principal, "read-traces", load(session, patient).state)
+    hidden: frozenset[str] = frozenset()
+    if decision.trace_scope == "representative":
+        from parcours.dossier.models import Document
+
+        hidden = frozenset(
+            session.execute(
+                select(Document.id).where(
+                    Document.patient_id == patient_id,
+                    or_(Document.invisible_representants, Document.secret_session),
+                )
+            ).scalars()
+        )
+    return events_for_patient(
+        session,
+        patient_id,
+        count,
+        offset,
+        actor_id=principal.actor_id if decision.trace_scope == "own" else None,
+        hidden_resources=hidden,
+    )
 
 
 def patient_ids(references: list[str]) -> list[str]:
@@ -406,9 +517,13 @@ def ins_condition(values: list[str]) -> Any:
     return or_(*conds)
 
 
-def authorise_search(session: Session, principal: Principal, query: SearchQuery) -> None:
+def authorise_search(
+    session: Session, principal: Principal, query: SearchQuery
+) -> dict[str, RecordState]:
     """Every record a search touches (``patient`` / ``patient.identifier``) must be permitted
-    before any of its rows is read (ITI-66 and ITI-67 alike)."""
+    before any of its rows is read (ITI-66 and ITI-67 alike); returns the permitted records'
+    policy views, which filter the hits document by document (R26)."""
+    permitted: dict[str, RecordState] = {}
     for crit in query.criteria:
         if crit.param.name == "patient":
             found = [session.get(Patient, pid) for pid in patient_ids(crit.values)]
@@ -420,4 +535,7 @@ def authorise_search(session: Session, principal: Principal, query: SearchQuery)
             continue
         for patient in found:
             if patient is not None:
-                enforce(principal, "search", load(session, patient).facts)
+                state = load(session, patient).state
+                enforce(principal, "search", state, session=session)
+                permitted[patient.id] = state
+    return permitted

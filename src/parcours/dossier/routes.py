@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from parcours.auth.dependencies import current_principal
 from parcours.auth.principal import Principal
-from parcours.dossier import documents, lists, records
+from parcours.dossier import documents, lists, records, rights
 from parcours.dossier.store import DocumentStore
 from parcours.fhir.errors import BadRequest, FHIRError
 from parcours.fhir.responses import FHIRResponse
@@ -112,6 +112,20 @@ def router() -> APIRouter:
                     reason = str(param.get("valueString") or "")
         records.close_record(session, principal, check_id("Patient", patient_id), reason)
         return FHIRResponse(records.read_patient(session, principal, patient_id))
+
+    @api.get("/Patient/{patient_id}/$dmp-droits", summary="Réglages d'accès du DMP (titulaire)")
+    def read_rights(patient_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
+        return FHIRResponse(rights.settings(session, principal, check_id("Patient", patient_id)))
+
+    @api.post(
+        "/Patient/{patient_id}/$dmp-droits",
+        summary="Exercer un droit sur le DMP (médecin traitant, blocage, oppositions, "
+        "autorisations, équipe de soins, masquage global)",
+    )
+    def apply_right(
+        patient_id: str, body: BodyDep, principal: PrincipalDep, session: SessionDep
+    ) -> FHIRResponse:
+        return FHIRResponse(rights.apply(session, principal, check_id("Patient", patient_id), body))
 
     @api.post("/Consent", summary="Consentement du patient : crée (ou rouvre) son DMP")
     def create_consent(
