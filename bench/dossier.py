@@ -66,9 +66,11 @@ from parcours.dossier.models import Document, DocumentTerm, DocumentToken, Patie
 from parcours.dossier.store import DocumentStore, open_store
 from parcours.fhir.search import fold, parse_search
 from parcours.identity import INS
-from parcours.policy.decision import decide
+from parcours.policy import pep
+from parcours.policy.engine import decide
 from parcours.storage import migrate
 from parcours.storage.db import Database, normalise_url
+from parcours.storage.models import utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the test builders and scenario are reused, not copied
@@ -272,11 +274,19 @@ def principal_ps() -> Principal:
         issuer="bench",
         idnat_ps=IDNPS,
         structure=STRUCTURE,
+        profession="10",
+        auth_level="eidas1",
     )
 
 
 def principal_agent() -> Principal:
-    return Principal(kind="agent", subject="CPAM35-BENCH", issuer="bench", agent_id="CPAM35-BENCH")
+    return Principal(
+        kind="agent",
+        subject="CPAM35-BENCH",
+        issuer="bench",
+        agent_id="CPAM35-BENCH",
+        auth_level="eidas1",
+    )
 
 
 def patient_resource(ins: str) -> dict[str, Any]:
@@ -1083,11 +1093,12 @@ def bench_read(bench: Bench, doc_ids: list[str], count: int) -> dict[str, list[f
         doc = session.get(Document, targets[0])
         patient = session.get(Patient, doc.patient_id) if doc else None
         assert doc is not None and patient is not None
-        facts = records.load(session, patient).facts
-        doc_facts = documents._facts(doc)
+        facts = records.load(session, patient).state
+        doc_facts = documents.document_state(doc)
+    actor = pep.actor_for(principal, facts)
     for _ in range(count):
         t0 = time.perf_counter()
-        decide(principal, "read", facts, doc_facts)
+        decide(pep.request_for(principal, "read", utcnow()), actor, facts, doc_facts)
         out["decide"].append((time.perf_counter() - t0) * 1000)
     for i, doc_id in enumerate(targets):  # the audit write alone, as the middleware makes it
         entry = audit_entry(f"bench-{i}", doc_id, facts.patient_id)
