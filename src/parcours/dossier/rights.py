@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from parcours.audit import context as audit_context
 from parcours.auth.principal import Principal
 from parcours.dossier import records
 from parcours.dossier.models import Patient, Record
@@ -104,9 +105,10 @@ def settings(session: Session, principal: Principal, patient_id: str) -> dict[st
     """The record's access settings, for the holder and his representatives only."""
     patient, record = _load(session, patient_id)
     state = records.record_state(patient, record)
-    records.enforce(principal, "read-record", state)
     if principal.kind not in ("patient", "legal_representative"):
+        audit_context.note(patient_id=patient_id, rule="R40")
         raise FHIRError(403, "forbidden", "Réglages du DMP réservés au titulaire (règle R40).")
+    records.enforce(principal, "read-record", state)
     return render(record)
 
 
@@ -200,15 +202,9 @@ def apply(session: Session, principal: Principal, patient_id: str, body: Any) ->
             until = now + timedelta(hours=load_rules()["explicit_consent_ttl_hours"])
         else:
             until = None  # the holder's own authorisation lasts until he revokes it
+        kind = "express" if values.get("express") is True else "authorisation"
         access.setdefault("authorisations", []).append(
-            {
-                "ps": target,
-                "kind": "express" if values.get("express") is True else "authorisation",
-                "granted_at": stamp,
-                "expires_at": until.isoformat() if until else None,
-                "revoked_at": None,
-                "granted_by": principal.actor_id,
-            }
+            _authorisation(str(target), kind, now, until, principal.actor_id)
         )
     elif action == "revoke":
         for grant in access.get("authorisations", []):
@@ -250,13 +246,20 @@ def authorise_creator(record: Record, principal: Principal, now: datetime) -> No
     until = now + timedelta(hours=load_rules()["explicit_consent_ttl_hours"])
     access = copy.deepcopy(record.access or {})
     access.setdefault("authorisations", []).append(
-        {
-            "ps": principal.actor_id,
-            "kind": "authorisation",
-            "granted_at": now.isoformat(),
-            "expires_at": until.isoformat(),
-            "revoked_at": None,
-            "granted_by": principal.actor_id,
-        }
+        _authorisation(principal.actor_id, "authorisation", now, until, principal.actor_id)
     )
     record.access = access
+
+
+def _authorisation(
+    ps: str, kind: str, now: datetime, until: datetime | None, granted_by: str
+) -> dict[str, Any]:
+    """An authorisation as stored in ``dmp_record.access`` (read by ``records.record_state``)."""
+    return {
+        "ps": ps,
+        "kind": kind,
+        "granted_at": now.isoformat(),
+        "expires_at": until.isoformat() if until else None,
+        "revoked_at": None,
+        "granted_by": granted_by,
+    }

@@ -42,6 +42,8 @@ HOLDER_SETTINGS = frozenset(
     }
 )
 CONTENT_READS = frozenset({"read", "search", "read-record"})
+# Settings of the record (not of a document): a PS reaches them only through R12, R13, R37.
+RECORD_SETTINGS = (HOLDER_SETTINGS - {"mask", "unmask"}) | {"delegate"}
 
 
 @dataclass(frozen=True)
@@ -410,7 +412,7 @@ def r20_matrix(e: _Eval, document: DocumentState) -> None:
         return
     matrix = e.rules.matrix
     row = e.actor.profession
-    if e.actor.role != "none" and any(r == f"role:{e.actor.role}" for r, _ in matrix.cells):
+    if f"role:{e.actor.role}" in matrix.rows:
         row = f"role:{e.actor.role}"
     column = matrix.column_of(document.class_code, document.type_code)
     if matrix.cell(row, column) not in READ_CELLS:
@@ -760,7 +762,7 @@ def _evaluate(e: _Eval) -> str:
         return e.applied[-1] if e.applied else "R19"
     if not e.ps:
         raise e.deny("R19", "Acteur sans droit sur le DMP.")
-    if action in HOLDER_SETTINGS - {"mask", "unmask"} or action in ("delegate",):
+    if action in RECORD_SETTINGS:
         professional_settings(e)
         return e.applied[-1]
     if action == "publish":

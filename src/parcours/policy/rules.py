@@ -33,6 +33,7 @@ class Matrix:
     cells: Mapping[tuple[str, str], str]
     by_type: Mapping[str, str]
     by_class: Mapping[str, str]
+    rows: frozenset[str]
 
     def column_of(self, class_code: str, type_code: str) -> str | None:
         return self.by_type.get(type_code) or self.by_class.get(class_code)
@@ -76,7 +77,8 @@ def build_matrix(data: Mapping[str, Any]) -> Matrix:
             if (row, column) in cells:
                 raise RulesError(f"cellule en double {row}×{column}")
             cells[(row, column)] = symbol
-    return Matrix(MappingProxyType(dict(columns)), MappingProxyType(cells), by_type, by_class)
+    rows = frozenset(row for row, _ in cells)
+    return Matrix(MappingProxyType(dict(columns)), MappingProxyType(cells), by_type, by_class, rows)
 
 
 @dataclass(frozen=True)
