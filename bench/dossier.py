@@ -20,7 +20,9 @@ run on SQLite, for a quick local check.
    patients: p50/p99 over HTTP, through ``documents.search`` directly, and as bare SQL;
 4. ITI-68: ``GET /fhir/Binary/<id>`` of the documents published in (2): p50/p99;
 5. the policy decision (facts loading + ``decide``) and the audit write (``audit.service.record``)
-   timed in isolation, as a share of a full DocumentReference read over HTTP.
+   timed in isolation, as a share of a full DocumentReference read over HTTP;
+6. the same reads and searches over HTTP with the policy and trace chain on, then with a
+   decision point that permits everything and no trace (interleaved rounds): the overhead.
 
 Step 3 runs before step 2, so publishes land in the full-size tables. The steps named by
 ``--profile`` are profiled with pyinstrument (if installed) at the service level (the worker
@@ -43,7 +45,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,7 +54,7 @@ from typing import Any
 import httpx
 import orjson
 import uvicorn
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, select, text, update
 from sqlalchemy.engine import make_url
 
 from parcours.app import build_verifier, create_app
@@ -62,7 +64,7 @@ from parcours.auth.devidp import mint_token
 from parcours.auth.principal import Principal
 from parcours.config import Settings
 from parcours.dossier import documents, records
-from parcours.dossier.models import Document, DocumentTerm, DocumentToken, Patient
+from parcours.dossier.models import Document, DocumentTerm, DocumentToken, Patient, Record
 from parcours.dossier.store import DocumentStore, open_store
 from parcours.fhir.search import fold, parse_search
 from parcours.identity import INS
@@ -490,7 +492,15 @@ PATIENT_COLUMNS = [
     "created_at",
     "last_updated",
 ]
-RECORD_COLUMNS = ["patient_id", "status", "channel", "consent_id", "opened_at", "opened_by"]
+RECORD_COLUMNS = [
+    "patient_id",
+    "status",
+    "channel",
+    "consent_id",
+    "opened_at",
+    "opened_by",
+    "mt",
+]
 BULK_TABLES = ("dmp_document", "dmp_document_token", "dmp_document_term")
 
 
@@ -539,7 +549,7 @@ class Generator:
                     now,
                     now,
                 ),
-                (pid, "open", "guichet-cpam", fast_uuid(rng), now, "CPAM35-BENCH"),
+                (pid, "open", "guichet-cpam", fast_uuid(rng), now, "CPAM35-BENCH", IDNPS),
             )
 
     def documents(
@@ -851,7 +861,14 @@ def make_tokens(settings: Settings) -> dict[str, str]:
 
     return {
         "dupont": token(
-            IDNPS, {"actor": "professional", "idnat_ps": IDNPS, "structure": STRUCTURE}
+            IDNPS,
+            {
+                "actor": "professional",
+                "idnat_ps": IDNPS,
+                "structure": STRUCTURE,
+                "profession": "10",
+                "acr": "eidas1",  # CPS / e-CPS: the policy's G1
+            },
         ),
         "agent": token("CPAM35-A001", {"actor": "agent", "agent_id": "CPAM35-A001"}),
     }
@@ -875,6 +892,8 @@ def bench_publish(
     """(publishes/s, latencies, patient ids, published document ids)."""
     with bench.client("agent") as agent:
         pids = [open_record_http(agent, nir(i + 1, "29")) for i in range(clients)]
+    with bench.db.session() as session:  # the publishing GP is their médecin traitant (R10)
+        session.execute(update(Record).where(Record.patient_id.in_(pids)).values(mt=IDNPS))
     per_client = max(1, total // clients)
     warmup = 3
     payloads = [
@@ -1121,6 +1140,67 @@ def bench_read(bench: Bench, doc_ids: list[str], count: int) -> dict[str, list[f
         f"    politique (faits+decide) {p50_p99(out['policy'])}\n"
         f"    decide() seul       {med['decide'] * 1000:7.1f} µs\n"
         f"    écriture d'audit    {p50_p99(out['audit'])}"
+    )
+    return out
+
+
+# --- 6. the policy and trace chain on, versus a policy that permits everything -------------
+
+
+@contextmanager
+def permit_all() -> Iterator[None]:
+    """Swap the decision point for one that permits everything and the trace writer for a
+    no-op, in this process (the benchmark's server runs in a thread of it)."""
+    from parcours.audit import middleware
+    from parcours.dossier import documents as documents_module
+    from parcours.dossier import records as records_module
+    from parcours.policy.engine import Decision
+
+    def allow(*_args: Any, **_kwargs: Any) -> Decision:
+        return Decision(True, "permit-all", "bench", ("permit-all",))
+
+    saved = (records_module.decide, documents_module.decide, middleware.record)
+    records_module.decide = allow  # type: ignore[assignment]
+    documents_module.decide = allow  # type: ignore[assignment]
+    middleware.record = lambda *_a, **_k: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        records_module.decide, documents_module.decide, middleware.record = saved
+
+
+def bench_overhead(
+    bench: Bench, doc_ids: list[str], patient_ids: list[str], count: int, seed: int
+) -> dict[str, list[float]]:
+    """Interleaved rounds (full, permit-all, full, …) of the same reads and searches over HTTP,
+    so that drift in the machine's load hits both sides alike."""
+    rng = random.Random(seed)
+    reads = [doc_ids[i % len(doc_ids)] for i in range(count)]
+    searches = [rng.choice(patient_ids) for _ in range(count)]
+    out: dict[str, list[float]] = {k: [] for k in ("read", "read0", "search", "search0")}
+    rounds = 5
+    with bench.client() as client:
+        for r in range(rounds * 2):
+            bare = r % 2 == 1
+            ctx = permit_all() if bare else nullcontext()
+            with ctx:
+                lo, hi = (r // 2) * count // rounds, (r // 2 + 1) * count // rounds
+                for doc_id in reads[lo:hi]:
+                    t0 = time.perf_counter()
+                    resp = client.get(f"/fhir/DocumentReference/{doc_id}")
+                    out["read0" if bare else "read"].append((time.perf_counter() - t0) * 1000)
+                    assert resp.status_code == 200, resp.text
+                for pid in searches[lo:hi]:
+                    t0 = time.perf_counter()
+                    resp = client.get(f"/fhir/DocumentReference?patient={pid}&status=current")
+                    out["search0" if bare else "search"].append((time.perf_counter() - t0) * 1000)
+                    assert resp.status_code == 200, resp.text
+    print(
+        f"[6] politique + traces vs tout-permis ({count} de chaque) :\n"
+        f"    lecture complète    {p50_p99(out['read'])}\n"
+        f"    lecture tout-permis {p50_p99(out['read0'])}\n"
+        f"    recherche complète  {p50_p99(out['search'])}\n"
+        f"    recherche tout-permis {p50_p99(out['search0'])}"
     )
     return out
 
@@ -1383,6 +1463,21 @@ def main() -> None:
                 f"audit {med['audit'] / med['http']:.0%})",
                 f"<= 10 % : {verdict(share <= 0.10)}",
             )
+
+            ov = bench_overhead(bench, doc_ids, searched, args.reads, args.seed)
+            med = {k: statistics.median(v) for k, v in ov.items()}
+            read_over = (med["read"] - med["read0"]) / med["read0"]
+            search_over = (med["search"] - med["search0"]) / med["search0"]
+            figures.add("[6] lecture HTTP, politique + traces", p50_p99(ov["read"]))
+            figures.add("[6] lecture HTTP, tout-permis sans trace", p50_p99(ov["read0"]))
+            figures.add(
+                "[6] surcoût politique + traces sur une lecture (médianes)",
+                f"{read_over:+.0%}",
+                f"<= 10 % : {verdict(read_over <= 0.10)}",
+            )
+            figures.add("[6] recherche HTTP, politique + traces", p50_p99(ov["search"]))
+            figures.add("[6] recherche HTTP, tout-permis sans trace", p50_p99(ov["search0"]))
+            figures.add("[6] surcoût sur une recherche (médianes)", f"{search_over:+.0%}")
 
         for step in steps:
             profile_step(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +23,7 @@ from parcours.dossier.store import DocumentStore, open_store
 from parcours.fhir.capability import capability_statement
 from parcours.fhir.errors import FHIRError, Issue, operation_outcome
 from parcours.fhir.responses import FHIRResponse
+from parcours.notify import routes as notify_routes
 from parcours.storage import migrate
 from parcours.storage.db import Database
 
@@ -52,7 +55,22 @@ def create_app(
         )
     dev_key = keys.load_or_create(settings.keys_dir) if settings.is_development else None
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if settings.worker == "embedded":
+            from parcours.notify.jobs import background_worker
+
+            worker = background_worker(db, settings)
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="parcours",
         version=__version__,
         description="DMP, MSSanté et Annuaire santé : API FHIR R4.",
@@ -83,6 +101,7 @@ def create_app(
         app.include_router(devidp.router())
     app.include_router(annuaire_routes.router())
     app.include_router(dossier_routes.router())
+    app.include_router(notify_routes.router())
 
     @app.api_route(
         "/fhir/{path:path}",

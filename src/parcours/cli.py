@@ -10,7 +10,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from parcours import config, logs
 from parcours.storage import migrate
@@ -25,6 +32,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(annuaire_app, name="annuaire")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dossier_app, name="dossier")
+notify_app = typer.Typer(help="Notifications (boîte d'envoi, distribution).", no_args_is_help=True)
+app.add_typer(notify_app, name="notify")
 
 err = Console(stderr=True)
 
@@ -159,6 +168,19 @@ def token(
         str | None, typer.Option(help="Structure d'exercice (idNat_Struct)")
     ] = None,
     ttl: Annotated[int | None, typer.Option(help="Durée de validité en secondes")] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="Avec --rpps : professional, ou un accès interdit par la loi pour essayer le "
+            "refus (insurer = médecin d'assurance, employer, lender, cpam_medical_officer)"
+        ),
+    ] = "professional",
+    role: Annotated[
+        str, typer.Option(help="Avec --rpps : none, regulator (centre 15), occupational…")
+    ] = "none",
+    acr: Annotated[
+        str, typer.Option(help="Niveau d'authentification (eidas1, cps, e-cps ; pwd = faible)")
+    ] = "eidas1",
 ) -> None:
     """Émettre un jeton du fournisseur d'identité de développement (stdout : le jeton seul)."""
     from parcours.auth import keys
@@ -176,8 +198,20 @@ def token(
         _fail("indiquez exactement un de --rpps, --ins ou --agent.", code=2)
     if mode not in ACCESS_MODES:
         _fail(f"mode inconnu « {mode} » (attendu : {', '.join(ACCESS_MODES)}).", code=2)
+    from parcours.auth.principal import ROLES
+
+    if kind not in RPPS_TOKEN_KINDS or (kind != "professional" and rpps is None):
+        _fail(f"--kind : {', '.join(RPPS_TOKEN_KINDS)}, avec --rpps.", code=2)
+    if role not in ROLES or (role != "none" and rpps is None):
+        _fail(f"--role : {', '.join(ROLES)}, avec --rpps.", code=2)
     claims = _token_claims(settings, rpps=rpps, ins=ins, agent=agent, structure=structure)
     claims["access_mode"] = mode
+    if rpps is not None:
+        claims["actor"] = kind
+        if role != "none":
+            claims["role"] = role
+    if ins is not None or rpps is not None:
+        claims["acr"] = acr
     key = keys.load_or_create(settings.keys_dir)
     subject = str(claims.pop("sub"))
     typer.echo(
@@ -190,6 +224,9 @@ def token(
             ttl_seconds=ttl or settings.token_ttl_seconds,
         )
     )
+
+
+RPPS_TOKEN_KINDS = ("professional", "insurer", "employer", "lender", "cpam_medical_officer")
 
 
 def _token_claims(
@@ -239,15 +276,139 @@ def _token_claims(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Vérifier l'intégrité de la chaîne des traces d'accès."""
+    """Vérifier l'intégrité des traces d'accès : chaînes par dossier et points de contrôle."""
+    from cryptography.hazmat.primitives import serialization
+
     from parcours.audit.service import verify
+    from parcours.notify.jobs import checkpoint_key_file
 
     settings = _settings()
-    report = verify(_database(settings))
+    key = None
+    key_path = settings.keys_dir / checkpoint_key_file()
+    if key_path.exists():
+        private = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        key = private.public_key()  # type: ignore[union-attr]
+    db = _database(settings)
+    _require_schema(db)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), console=err, transient=True
+    ) as progress:
+        progress.add_task("Vérification des traces…", total=None)
+        report = verify(db, key)  # type: ignore[arg-type]
     if report.ok:
-        err.print(f"Chaîne intègre : {report.checked} traces vérifiées.")
+        signed = (
+            f", {report.checkpoints} points de contrôle"
+            + (" (signatures non vérifiées : clé absente)" if report.unsigned else " signés")
+            if report.checkpoints
+            else ", aucun point de contrôle"
+        )
+        err.print(
+            f"Chaîne intègre : {report.checked} traces vérifiées dans {report.chains} "
+            f"chaînes{signed}."
+        )
         return
     _fail(f"chaîne rompue à la trace n° {report.first_bad_seq} : {report.reason}.")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    grace: Annotated[
+        int, typer.Option(help="Ne couvrir que les traces plus anciennes que N secondes")
+    ] = 60,
+) -> None:
+    """Signer un point de contrôle couvrant les traces écrites jusqu'ici."""
+    from parcours.notify.jobs import make_checkpoint
+
+    settings = _settings()
+    db = _database(settings)
+    _require_schema(db)
+    cp = make_checkpoint(db, settings, grace_seconds=grace)
+    if cp is None:
+        err.print("Rien de nouveau à couvrir.")
+        return
+    err.print(
+        f"Point de contrôle n° {cp.id} : {cp.count} traces jusqu'à la n° {cp.upto_seq}, "
+        f"empreinte {cp.accumulator[:16]}…"
+    )
+
+
+@notify_app.command("work")
+def notify_work(
+    once: Annotated[
+        bool, typer.Option("--once", help="Distribuer ce qui est dû puis s'arrêter")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Secondes entre deux passages")] = 2.0,
+    lease: Annotated[int | None, typer.Option(help="Durée du bail d'une notification (s)")] = None,
+) -> None:
+    """Distribuer les notifications (boîte du portail, e-mail) et lancer les tâches
+    périodiques (annonce des documents, points de contrôle des traces)."""
+    import signal
+    import threading
+
+    from parcours.notify import jobs
+    from parcours.notify.channels import configured_channels
+    from parcours.notify.worker import run_once
+
+    settings = _settings()
+    if lease is not None:
+        settings = config.with_overrides(settings, notify_lease_seconds=lease)
+    logs.configure(settings.log_level)
+    db = _database(settings)
+    _require_schema(db)
+    if once:
+        jobs.announcements(db)
+        report = run_once(
+            db,
+            configured_channels(settings),
+            lease_seconds=settings.notify_lease_seconds,
+            max_attempts=settings.notify_max_attempts,
+        )
+        err.print(
+            f"{report.delivered} notifications distribuées ({report.deliveries} envois), "
+            f"{report.retried} à réessayer, {report.failed} abandonnées."
+        )
+        if report.errors:
+            for line in report.errors[:5]:
+                err.print(f"  - {line}")
+        return
+    worker = jobs.background_worker(db, settings, interval=interval)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    worker.start()
+    err.print(f"Distribution des notifications en cours ({worker.name}) ; Ctrl-C pour arrêter.")
+    try:
+        stopped.wait()
+    finally:
+        worker.stop()
+
+
+@notify_app.command("status")
+def notify_status() -> None:
+    """État de la boîte d'envoi : en attente, distribuées, abandonnées."""
+    from sqlalchemy import func, select
+
+    from parcours.notify.models import Notification
+
+    settings = _settings()
+    db = _database(settings)
+    _require_schema(db)
+    with db.session() as session:
+        counts = dict(
+            session.execute(
+                select(Notification.status, func.count()).group_by(Notification.status)
+            ).all()
+        )
+        failed = session.execute(
+            select(Notification.id, Notification.event, Notification.last_error)
+            .where(Notification.status == "failed")
+            .limit(10)
+        ).all()
+    typer.echo(
+        f"en attente : {counts.get('pending', 0)} ; distribuées : {counts.get('delivered', 0)} ; "
+        f"abandonnées : {counts.get('failed', 0)}"
+    )
+    for nid, event, error in failed:
+        typer.echo(f"  {nid} {event} : {error}")
 
 
 @dossier_app.command("rotate-key")
@@ -333,7 +494,12 @@ def demo(
     from parcours.demo import setup
 
     base = os.environ.get("PARCOURS_BASE_URL") or f"http://{host}:{port}"
-    settings = config.with_overrides(config.get_settings(), env="development", base_url=base)
+    settings = config.with_overrides(
+        config.get_settings(),
+        env="development",
+        base_url=base,
+        worker=os.environ.get("PARCOURS_WORKER", "embedded"),
+    )
     os.environ["PARCOURS_ENV"] = "development"
     config.set_settings(settings)
     logs.configure(settings.log_level)

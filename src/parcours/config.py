@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("var")
@@ -35,8 +35,22 @@ class Settings:
     blob_url: str = ""
     s3_endpoint: str = ""
     s3_access_key: str = ""
-    s3_secret_key: str = ""
+    s3_secret_key: str = field(default="", repr=False)
     max_document_bytes: int = 20 * 1024 * 1024
+    # Notifications. smtp_url: "" (no e-mail channel), "smtp://host:port" (STARTTLS when the
+    # server offers it), "smtps://host:port" (implicit TLS); user and password come from
+    # PARCOURS_SMTP_USER / PARCOURS_SMTP_PASSWORD and never reach a log.
+    smtp_url: str = ""
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_ca_file: str = ""  # CA bundle to trust for the SMTP server's certificate
+    notify_sender: str = "notifications@parcours.invalid"
+    # "embedded": the service runs the delivery worker and the scheduled jobs in a thread
+    # (the default of ``parcours demo``); "off": run ``parcours notify work`` separately.
+    worker: str = "off"
+    notify_lease_seconds: int = 120
+    notify_max_attempts: int = 8
+    audit_checkpoint_minutes: int = 15
 
     @property
     def is_development(self) -> bool:
@@ -72,6 +86,15 @@ _FIELDS = {
     "s3_access_key": str,
     "s3_secret_key": str,
     "max_document_bytes": int,
+    "smtp_url": str,
+    "smtp_user": str,
+    "smtp_password": str,
+    "smtp_ca_file": str,
+    "notify_sender": str,
+    "worker": str,
+    "notify_lease_seconds": int,
+    "notify_max_attempts": int,
+    "audit_checkpoint_minutes": int,
 }
 
 

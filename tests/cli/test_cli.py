@@ -52,7 +52,7 @@ def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
     assert run("db", "upgrade").exit_code == 0
     result = run("db", "current")
     assert (
-        result.exit_code == 0 and result.stdout.strip() == "0003"
+        result.exit_code == 0 and result.stdout.strip() == "0004"
     )  # the latest revision in storage/migrations
 
 
@@ -99,6 +99,9 @@ def test_token_prints_only_a_verifiable_token(env: dict[str, str], tmp_path: Pat
         (("--agent", "x y"), "identifiant d'agent invalide"),
         (("--rpps", RPPS_OK, "--agent", "A1"), "exactement un"),
         (("--agent", "A1", "--mode", "urgence"), "mode inconnu"),
+        (("--agent", "A1", "--kind", "insurer"), "--kind"),
+        (("--rpps", RPPS_OK, "--kind", "notaire"), "--kind"),
+        (("--rpps", RPPS_OK, "--role", "pompier"), "--role"),
     ],
 )
 def test_token_refusals(
@@ -110,6 +113,29 @@ def test_token_refusals(
     assert result.exit_code == 2
     assert message in result.output
     assert result.stdout == "" or "eyJ" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "kind", "role", "acr"),
+    [
+        (("--kind", "insurer"), "insurer", "none", "eidas1"),  # the insurer's doctor
+        (("--role", "regulator"), "professional", "regulator", "eidas1"),  # centre 15
+        (("--acr", "pwd"), "professional", "none", "pwd"),  # a weak login (G1)
+    ],
+)
+def test_token_kinds_roles_and_authentication_level(
+    env: dict[str, str], tmp_path: Path, args: tuple[str, ...], kind: str, role: str, acr: str
+) -> None:
+    act, _ = load(tmp_path)
+    run("annuaire", "import", str(act))
+    result = run("token", "--rpps", RPPS_OK, *args)
+    assert result.exit_code == 0, result.output
+    settings = config.load_settings()
+    key = keys.load_or_create(settings.keys_dir)
+    principal = TokenVerifier(
+        {settings.dev_issuer: StaticJwks.from_signing_key(key)}, audience="parcours"
+    ).verify(result.stdout.strip())
+    assert (principal.kind, principal.role, principal.auth_level) == (kind, role, acr)
 
 
 def test_token_for_patient_and_agent(env: dict[str, str]) -> None:

@@ -1,30 +1,41 @@
-"""Writing and verifying the hash chain.
+"""Writing and verifying the trace log: one hash chain per DMP, signed checkpoints over all.
 
-Each record's hash covers its fields and the previous record's hash, so deleting, editing or
-reordering a row breaks every later link and ``parcours audit verify`` finds the first bad one.
-Appends are serialised (a process lock, plus a transaction-scoped advisory lock on PostgreSQL)
-because two concurrent writers reading the same predecessor would fork the chain.
+Each row's hash covers its fields and the previous row *of the same record*, so editing,
+deleting or reordering a row breaks its chain and ``parcours audit verify`` names the first bad
+one (reference dmp-access.md §3.1: "hash-chained per record"). One chain per record lets the
+writers of different records proceed in parallel: only writers of the same record queue on a
+transaction-scoped advisory lock (PostgreSQL), and a unique (chain, prev_hash) constraint makes
+a fork impossible even if that lock were bypassed.
+
+A chain alone cannot reveal that its last rows were deleted. Periodic checkpoints fold every
+row's hash in sequence order into one accumulator and sign it with a key kept outside the
+database, so a deletion before the last checkpoint, or a rewrite of the whole log, is caught.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from parcours.audit.models import AuditEvent
+from parcours.audit.models import AuditCheckpoint, AuditEvent
 from parcours.storage.db import Database
 from parcours.storage.models import utcnow
 
 GENESIS = "0" * 64
-_ADVISORY_KEY = 0x70617263  # "parc"
+NO_RECORD = "-"  # the chain of accesses that concern no DMP (directory reads…)
 _lock = threading.Lock()
 
 
@@ -56,8 +67,12 @@ _OPTIONAL = frozenset(
 )
 
 
-def _digest(prev_hash: str, recorded_at: datetime, entry: dict[str, object]) -> str:
+def _digest(
+    prev_hash: str, recorded_at: datetime, entry: dict[str, object], chain: str | None = None
+) -> str:
     fields = {k: v for k, v in entry.items() if not (k in _OPTIONAL and v is None)}
+    if chain is not None:  # rows of the original single chain predate the column
+        fields["chain"] = chain
     body = orjson.dumps(
         {**fields, "recorded_at": recorded_at.isoformat(timespec="microseconds")},
         option=orjson.OPT_SORT_KEYS,
@@ -65,20 +80,34 @@ def _digest(prev_hash: str, recorded_at: datetime, entry: dict[str, object]) -> 
     return hashlib.sha256(prev_hash.encode() + b"|" + body).hexdigest()
 
 
+def chain_of(entry: AuditEntry) -> str:
+    return entry.patient_id or NO_RECORD
+
+
+def _chain_lock_key(chain: str) -> int:
+    return int.from_bytes(hashlib.sha256(chain.encode()).digest()[:8], "big", signed=True)
+
+
 def append(session: Session, entry: AuditEntry) -> AuditEvent:
-    """Append one record inside the caller's transaction (so it commits with the action)."""
+    """Append one record to its record's chain inside the caller's transaction (so it commits
+    with the action). Only writers of the *same* record wait for each other."""
+    chain = chain_of(entry)
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _chain_lock_key(chain)})
     last = session.execute(
-        select(AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+        select(AuditEvent.hash)
+        .where(AuditEvent.chain == chain)
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
     ).scalar_one_or_none()
     prev_hash = last or GENESIS
     recorded_at = utcnow()
     fields = asdict(entry)
     event = AuditEvent(
         recorded_at=recorded_at,
+        chain=chain,
         prev_hash=prev_hash,
-        hash=_digest(prev_hash, recorded_at, fields),
+        hash=_digest(prev_hash, recorded_at, fields, chain),
         **fields,
     )
     session.add(event)
@@ -89,7 +118,9 @@ def append(session: Session, entry: AuditEntry) -> AuditEvent:
 def record(db: Database, entry: AuditEntry, notifications: Sequence[Any] = ()) -> None:
     """Append in a transaction of its own (reads, whose action writes nothing else), with the
     notifications the decision obliged: both commit, or neither (outbox, R45)."""
-    with _lock, db.session() as session:
+    # SQLite has one writer at a time anyway: queue in-process rather than on its busy timeout.
+    guard = _lock if db.dialect == "sqlite" else contextlib.nullcontext()
+    with guard, db.session() as session:
         event = append(session, entry)
         if notifications:
             from parcours.notify import outbox
@@ -102,6 +133,9 @@ class ChainReport:
     checked: int
     first_bad_seq: int | None
     reason: str | None
+    chains: int = 0
+    checkpoints: int = 0
+    unsigned: bool = False  # checkpoints present but no key given to check their signatures
 
     @property
     def ok(self) -> bool:
@@ -127,16 +161,145 @@ def _events(session: Session, batch: int = 5000) -> Iterator[AuditEvent]:
         last_seq = rows[-1].seq
 
 
-def verify(db: Database) -> ChainReport:
-    prev = GENESIS
+def fold(accumulator: str, row_hash: str) -> str:
+    """The checkpoint accumulator: every row's hash, in sequence order, over all chains."""
+    return hashlib.sha256(f"{accumulator}|{row_hash}".encode()).hexdigest()
+
+
+def _statement(cp: AuditCheckpoint) -> bytes:
+    return orjson.dumps(
+        {
+            "upto_seq": cp.upto_seq,
+            "count": cp.count,
+            "accumulator": cp.accumulator,
+            "prev_checkpoint": cp.prev_checkpoint,
+            "created_at": cp.created_at.isoformat(timespec="microseconds"),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def checkpoint_digest(cp: AuditCheckpoint) -> str:
+    return hashlib.sha256(_statement(cp)).hexdigest()
+
+
+def _signature_ok(cp: AuditCheckpoint, key: ec.EllipticCurvePublicKey) -> bool:
+    try:
+        key.verify(base64.b64decode(cp.signature), _statement(cp), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify(db: Database, key: ec.EllipticCurvePublicKey | None = None) -> ChainReport:
+    """Walk every chain in one pass (sequence order, the last hash of each chain in memory) and
+    check each signed checkpoint against the accumulator of the rows it covers.
+
+    A modified row breaks its own digest; a deleted or reordered row breaks the next link of
+    its chain; deleted rows at the end of a chain, which no later link reveals, change the
+    accumulator of every checkpoint taken after them.
+    """
+    heads: dict[str | None, str] = {}
     checked = 0
+    accumulator = GENESIS
     with db.session() as session:
+        checkpoints = list(
+            session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.id)).scalars()
+        )
+        pending = iter(checkpoints)
+        cp = next(pending, None)
+        prev_cp = GENESIS
+
+        def settle(cp: AuditCheckpoint) -> str | None:
+            if cp.prev_checkpoint != prev_cp:
+                return f"point de contrôle n° {cp.id} : chaînage des points de contrôle rompu"
+            if key is not None and not _signature_ok(cp, key):
+                return f"point de contrôle n° {cp.id} : signature invalide"
+            if cp.count != checked or cp.accumulator != accumulator:
+                return (
+                    f"point de contrôle n° {cp.id} : traces supprimées ou ajoutées "
+                    f"jusqu'à la n° {cp.upto_seq}"
+                )
+            return None
+
         for event in _events(session):
+            while cp is not None and event.seq > cp.upto_seq:
+                problem = settle(cp)
+                if problem:
+                    return ChainReport(checked, cp.upto_seq, problem, len(heads), cp.id - 1)
+                prev_cp = checkpoint_digest(cp)
+                cp = next(pending, None)
             fields = {name: getattr(event, name) for name in AuditEntry.__dataclass_fields__}
+            prev = heads.get(event.chain, GENESIS)
             if event.prev_hash != prev:
-                return ChainReport(checked, event.seq, "maillon précédent ne correspond pas")
-            if _digest(prev, event.recorded_at, fields) != event.hash:
-                return ChainReport(checked, event.seq, "contenu modifié (empreinte invalide)")
-            prev = event.hash
+                return ChainReport(
+                    checked, event.seq, "maillon précédent ne correspond pas", len(heads)
+                )
+            if _digest(prev, event.recorded_at, fields, event.chain) != event.hash:
+                return ChainReport(
+                    checked, event.seq, "contenu modifié (empreinte invalide)", len(heads)
+                )
+            heads[event.chain] = event.hash
+            accumulator = fold(accumulator, event.hash)
             checked += 1
-    return ChainReport(checked, None, None)
+        while cp is not None:
+            problem = settle(cp)
+            if problem:
+                return ChainReport(checked, cp.upto_seq, problem, len(heads), cp.id - 1)
+            prev_cp = checkpoint_digest(cp)
+            cp = next(pending, None)
+    return ChainReport(
+        checked,
+        None,
+        None,
+        chains=len(heads),
+        checkpoints=len(checkpoints),
+        unsigned=bool(checkpoints) and key is None,
+    )
+
+
+def checkpoint(
+    db: Database, signing_key: ec.EllipticCurvePrivateKey, key_id: str, *, grace_seconds: int = 60
+) -> AuditCheckpoint | None:
+    """Sign the state of the log up to the last row older than ``grace_seconds``.
+
+    The grace leaves out rows whose transaction may still be open (on PostgreSQL a sequence
+    number is taken before commit): a checkpoint must never cover a row that appears later.
+    Returns None when nothing new is old enough to be covered.
+    """
+    with db.session() as session:
+        last = session.execute(
+            select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(1)
+        ).scalar_one_or_none()
+        start_seq = last.upto_seq if last else 0
+        accumulator = last.accumulator if last else GENESIS
+        count = last.count if last else 0
+        horizon = utcnow() - timedelta(seconds=grace_seconds)
+        upto = start_seq
+        rows = session.execute(
+            select(AuditEvent.seq, AuditEvent.hash)
+            .where(AuditEvent.seq > start_seq, AuditEvent.recorded_at <= horizon)
+            .order_by(AuditEvent.seq)
+        )
+        for seq, row_hash in rows:
+            accumulator = fold(accumulator, row_hash)
+            count += 1
+            upto = seq
+        if upto == start_seq:
+            return None
+        cp = AuditCheckpoint(
+            created_at=utcnow(),
+            upto_seq=upto,
+            count=count,
+            accumulator=accumulator,
+            prev_checkpoint=checkpoint_digest(last) if last else GENESIS,
+            key_id=key_id,
+            signature="",
+        )
+        cp.signature = base64.b64encode(
+            signing_key.sign(_statement(cp), ec.ECDSA(hashes.SHA256()))
+        ).decode()
+        session.add(cp)
+        session.flush()
+        session.expunge(cp)
+        return cp

@@ -66,9 +66,10 @@ def generate_key() -> SigningKey:
     return _from_private(ec.generate_private_key(ec.SECP256R1()))
 
 
-def load_or_create(keys_dir: Path) -> SigningKey:
-    """Load the IdP key, creating it (mode 0600) on first use."""
-    path = keys_dir / "dev-idp-es256.pem"
+def load_or_create(keys_dir: Path, name: str = "dev-idp-es256.pem") -> SigningKey:
+    """Load a P-256 key (the development IdP's by default), creating it (mode 0600) on first
+    use."""
+    path = keys_dir / name
     if path.exists():
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):

@@ -16,6 +16,7 @@ action                 parameters                                    rule (dmp-a
 ``team-consent``       ``structure``, ``value``, ``until``            R36 / R11
 ``remove-from-team``   ``target``                                     R36
 ``mask-all``           ``value``                                      R21b
+``set-contact``        ``email`` (empty: stop e-mails)                L1111-19 / R40
 =====================  ============================================  =========================
 
 Every change goes through ``records.enforce`` (one decision, one trace, its notifications) and
@@ -25,6 +26,7 @@ is stored on the record row (``dmp_record.access``), which the policy reads on e
 from __future__ import annotations
 
 import copy
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,6 +53,7 @@ ACTIONS = frozenset(
         "team-consent",
         "remove-from-team",
         "mask-all",
+        "set-contact",
     }
 )
 NEEDS_TARGET = frozenset(
@@ -125,6 +128,7 @@ def render(record: Record | None) -> dict[str, Any]:
         part("oppose_bris_de_glace", bool(record and record.oppose_bris_de_glace)),
         part("oppose_centre_15", bool(record and record.oppose_centre_15)),
         part("mask_all", bool(record and record.mask_all)),
+        part("contact_email", access["contact"]["email"]) if access.get("contact") else None,
         *[part("blocked", ps) for ps in access.get("blocked", [])],
         *[part("removed_from_team", ps) for ps in access.get("removed_from_team", [])],
     ]
@@ -172,6 +176,7 @@ def apply(session: Session, principal: Principal, patient_id: str, body: Any) ->
     if action == "team-consent" and not isinstance(structure, str):
         raise BadRequest("Paramètre « structure » (identifiant de la structure) obligatoire.")
 
+    email = _email(values.get("email")) if action == "set-contact" else None
     patient, record = _load(session, patient_id)
     state = records.record_state(patient, record)
     now = utcnow()
@@ -231,11 +236,32 @@ def apply(session: Session, principal: Principal, patient_id: str, body: Any) ->
                 team["consent_withdrawn_at"] = stamp
     elif action == "mask-all":
         record.mask_all = bool(flag)
+    elif action == "set-contact":
+        if email:
+            access["contact"] = {"email": email, "since": stamp}
+        else:
+            access.pop("contact", None)
     record.access = access
     record.settings_version += 1
     patient.last_updated = now
     session.flush()
     return render(record)
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+
+def _email(raw: Any) -> str | None:
+    """The holder's notification address: a plain addr-spec (RFC 5322 §3.4.1, dot-atom form),
+    or empty to stop e-mail notifications (the portal inbox stays)."""
+    if raw in (None, ""):
+        return None
+    if not isinstance(raw, str) or len(raw) > 254 or not _EMAIL.fullmatch(raw.strip()):
+        raise BadRequest(
+            f"Adresse électronique invalide : « {str(raw)[:80]} » (attendu : nom@domaine.fr).",
+            expression=["Parameters.parameter.email"],
+        )
+    return raw.strip()
 
 
 def authorise_creator(record: Record, principal: Principal, now: datetime) -> None:

@@ -37,6 +37,10 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A worker's lease: another worker (or the same one restarted) takes the row over only
+    # once the lease has expired, so a live worker is never raced on the same notification.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Delivery(Base):
@@ -50,3 +54,27 @@ class Delivery(Base):
     channel: Mapped[str] = mapped_column(String(32), primary_key=True)
     delivered_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     reference: Mapped[str | None] = mapped_column(String(255))  # e.g. the Message-ID sent
+
+
+class InboxMessage(Base):
+    """A message in a user's portal inbox (patient or professional).
+
+    Written in the same transaction as the channel's ``Delivery`` row, so the inbox channel is
+    exactly-once even when the worker dies between two statements.
+    """
+
+    __tablename__ = "inbox_message"
+    __table_args__ = (Index("ix_inbox_message_recipient", "recipient_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    notification_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("notification_outbox.id"), unique=True
+    )
+    recipient_kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    recipient_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    patient_id: Mapped[str | None] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(64), nullable=False)
+    subject: Mapped[str] = mapped_column(String(255), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

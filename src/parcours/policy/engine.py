@@ -39,6 +39,7 @@ HOLDER_SETTINGS = frozenset(
         "mask-all",
         "close",
         "reactivate",
+        "set-contact",
     }
 )
 CONTENT_READS = frozenset({"read", "search", "read-record"})
@@ -642,6 +643,8 @@ def holder_action(e: _Eval) -> None:
         e.notify("target", "mt-designated")
     elif action == "mask-all":
         e.use("R21b")
+    elif action == "set-contact":
+        e.use("R40" if e.representative else "L1111-19")
     elif action in ("close", "reactivate"):
         if action == "reactivate":
             if e.record.status != "closed":

@@ -43,6 +43,7 @@ Action = Literal[
     "remove-from-team",  # R36: opposition to one member
     "designate-mt",  # R37
     "mask-all",  # R21b switch
+    "set-contact",  # the holder's e-mail for notifications (his own data, not the record's)
 ]
 
 AccessMode = Literal["normal", "bris_de_glace", "centre_15"]

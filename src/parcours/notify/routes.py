@@ -1,0 +1,114 @@
+"""The inbox as FHIR ``Communication``: each user reads his own messages, and nobody else's.
+
+A notification delivered to the portal inbox is a ``Communication`` (status ``completed``, the
+event as category, the text as payload). There is no access basis to weigh here as there is
+for a DMP: a message belongs to its recipient only, so the single rule is "recipient = caller",
+applied in the query itself; a foreign id answers 404 like an unknown one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from parcours.auth.dependencies import current_principal
+from parcours.auth.principal import Principal
+from parcours.fhir.errors import BadRequest, NotFound
+from parcours.fhir.responses import FHIRResponse
+from parcours.fhir.routing import check_id, fhir_base, search_items
+from parcours.identity.ins import INS_OID_NIR
+from parcours.identity.professional import IDNPS_OID
+from parcours.notify.models import InboxMessage
+from parcours.storage.deps import db_session
+
+SessionDep = Annotated[Session, Depends(db_session, scope="function")]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+EVENT_SYSTEM = "https://parcours.invalid/fhir/CodeSystem/evenement-notification"
+
+
+def render(message: InboxMessage) -> dict[str, Any]:
+    system = INS_OID_NIR if message.recipient_kind == "patient" else IDNPS_OID
+    resource: dict[str, Any] = {
+        "resourceType": "Communication",
+        "id": message.id,
+        "status": "completed",
+        "category": [{"coding": [{"system": EVENT_SYSTEM, "code": message.event}]}],
+        "sent": message.created_at.isoformat(),
+        "recipient": [
+            {"identifier": {"system": f"urn:oid:{system}", "value": message.recipient_id}}
+        ],
+        "sender": {"display": "Dossier Médical Partagé"},
+        "topic": {"text": message.subject},
+        "payload": [{"contentString": message.body}],
+    }
+    if message.patient_id:
+        resource["subject"] = {"reference": f"Patient/{message.patient_id}"}
+    if message.read_at:
+        resource["received"] = message.read_at.isoformat()
+    return resource
+
+
+def _mine(principal: Principal) -> Any:
+    return InboxMessage.recipient_id == principal.actor_id
+
+
+def router() -> APIRouter:
+    api = APIRouter(prefix="/fhir", tags=["Messagerie du portail"])
+
+    @api.get("/Communication", summary="Mes notifications (boîte de réception du portail)")
+    def inbox(
+        request: Request,
+        items: Annotated[list[tuple[str, str]], Depends(search_items)],
+        principal: PrincipalDep,
+        session: SessionDep,
+    ) -> FHIRResponse:
+        params = dict(items)
+        unknown = set(params) - {"_count", "_offset"}
+        if unknown:
+            raise BadRequest(
+                f"Communication : paramètre(s) non pris en charge : {', '.join(sorted(unknown))} "
+                "(la boîte de réception ne se filtre que par _count et _offset)."
+            )
+        try:
+            count = min(max(int(params.get("_count", "50")), 0), 200)
+            offset = max(int(params.get("_offset", "0")), 0)
+        except ValueError:
+            raise BadRequest("_count et _offset sont des entiers.") from None
+        total = session.execute(
+            select(func.count()).select_from(InboxMessage).where(_mine(principal))
+        ).scalar_one()
+        rows = session.execute(
+            select(InboxMessage)
+            .where(_mine(principal))
+            .order_by(InboxMessage.created_at.desc(), InboxMessage.id)
+            .offset(offset)
+            .limit(count)
+        ).scalars()
+        base = fhir_base(request)
+        return FHIRResponse(
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": total,
+                "entry": [
+                    {
+                        "fullUrl": f"{base}/Communication/{m.id}",
+                        "resource": render(m),
+                        "search": {"mode": "match"},
+                    }
+                    for m in rows
+                ],
+            }
+        )
+
+    @api.get("/Communication/{message_id}", summary="Lire une notification")
+    def read(message_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
+        message = session.get(InboxMessage, check_id("Communication", message_id))
+        if message is None or message.recipient_id != principal.actor_id:
+            raise NotFound("Communication", message_id)
+        return FHIRResponse(render(message))
+
+    return api
