@@ -13,7 +13,7 @@ from parcours.dossier.samples import (
     provide_bundle,
     sha1_b64,
 )
-from tests.dossier.conftest import Dmp, open_record
+from tests.dossier.conftest import Dmp, _token, open_record
 from tests.scenario import DUPONT
 
 
@@ -241,8 +241,21 @@ def test_appends_keeps_the_original_current(dmp: Dmp) -> None:  # T65-21
 
 def test_replacing_another_patients_document_is_refused(dmp: Dmp) -> None:
     other = open_record(dmp, OTHER_INS)
+    dmp.tokens["other"] = _token(dmp.settings, "other", {"actor": "patient", "ins": OTHER_INS})
+    body = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "action", "valueCode": "designate-mt"},
+            {"name": "target", "valueString": "8" + DUPONT},
+        ],
+    }
+    assert (
+        dmp.call("POST", f"/fhir/Patient/{other}/$dmp-droits", "other", json=body).status_code
+        == 200
+    )
     theirs = provide_bundle(subject=f"Patient/{other}", author_idnps="8" + DUPONT)
     response = dmp.publish(theirs)
+    assert response.status_code == 200, response.text
     their_doc = response.json()["entry"][1]["response"]["location"].split("/")[1]
     bundle = bundle_for(dmp, documents=[(cda("X."), {"replaces": their_doc})])
     refused(dmp, bundle, 422, "relatesTo")

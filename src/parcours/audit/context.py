@@ -15,14 +15,22 @@ from typing import Any
 current: ContextVar[dict[str, Any] | None] = ContextVar("parcours_audit_details", default=None)
 
 
-def note(**details: Any) -> None:
-    """Record details for the trace of the request being served (no-op outside a request)."""
+def note(*, override: bool = False, **details: Any) -> None:
+    """Record details for the trace of the request being served (no-op outside a request).
+
+    The first note wins (a request that reads the record, then a document, is traced against
+    the record and rule of its first decision) unless ``override``: a refusal always replaces
+    what earlier permits of the same request noted, so the trace names the record and the rule
+    that actually refused."""
     target = current.get()
     if target is None:
         return
     for key, value in details.items():
         if value is not None:
-            target.setdefault(key, value)
+            if override:
+                target[key] = value
+            else:
+                target.setdefault(key, value)
 
 
 def request_id() -> str | None:

@@ -39,6 +39,7 @@ def current_principal(request: Request) -> Principal:
             str(exc),
             headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_token"'},
         ) from None
+    request.state.principal = principal  # a refused access context is traced to its author
     principal = _with_access_context(principal, request)
     request.state.principal = principal
     return principal

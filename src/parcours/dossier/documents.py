@@ -798,7 +798,7 @@ def _authorise(session: Session, principal: Principal, doc: Document, action: st
     patient = session.get(Patient, doc.patient_id)
     assert patient is not None
     state = records.load(session, patient).state
-    if doc.deleted_at is not None and action == "read":
+    if doc.deleted_at is not None and action in ("read", "delete"):
         # R25: a deleted document is served to nobody; a caller who may use the record learns
         # that it is gone (410, as MHD says), anyone else gets the record-level refusal.
         records.enforce(principal, "read-record", state, session=session)
@@ -1085,9 +1085,7 @@ def _delete(session: Session, principal: Principal, doc: Document, now: datetime
 
 def delete(session: Session, principal: Principal, doc_id: str) -> None:
     doc = _load_document(session, doc_id)
-    if doc.deleted_at is not None:
-        raise FHIRError(410, "deleted", "Document déjà supprimé.")
-    _delete(session, principal, doc, utcnow())
+    _delete(session, principal, doc, utcnow())  # already deleted: 410 only to who may know
 
 
 # --- ITI-105 simplified publish -------------------------------------------------------------

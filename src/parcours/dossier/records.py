@@ -157,6 +157,7 @@ def enforce(
             )
         )
     if decision.deny:
+        audit_context.note(override=True, patient_id=state.patient_id, rule=decision.rule)
         if state.status in ("absent", "opposed") and status == 403:
             status = 404  # G2: never reveal whether a record exists (reference §2.1)
         raise FHIRError(status, "forbidden", f"{decision.reason} (règle {decision.rule})")

@@ -259,6 +259,10 @@ def r43_heirs(e: _Eval) -> None:
             "R43",
             "Les ayants droit n'ont pas d'accès direct : leur demande est instruite hors ligne.",
         )
+    if e.record.closure_reason != "death":
+        raise e.deny(
+            "R43", "Une demande d'ayant droit n'est recevable qu'après le décès du titulaire."
+        )
     if e.record.heirs_opposed:
         raise e.deny(
             "R43", "Le titulaire s'est opposé de son vivant à l'accès de ses ayants droit."
@@ -518,10 +522,32 @@ def r27_publish(e: _Eval) -> None:
             raise e.deny("R27", "Le patient alimente son espace personnel seulement.")
         e.use("R27")
         return
+    _publishing_basis(e)
     _flags_on_publish(e)
     e.use("R27")
     if not e.request.flags.invisible_patient:
         e.notify("holder", "new-document")
+
+
+def _publishing_basis(e: _Eval) -> None:
+    """R27: "a PS with a consent basis (R10–R16, or R17 …) may publish" — a PS in the patient's
+    care. Publishing needs no *consultation* of the record (NB2), but a stranger to the patient
+    may not file documents into his record."""
+    mode = e.request.mode
+    try:
+        if mode == "bris_de_glace":
+            basis = r17_bris_de_glace(e)
+        elif mode == "centre_15":
+            basis = r18_centre_15(e)
+        else:
+            basis = normal_basis(e)
+    except _Deny as refusal:
+        raise e.deny(
+            "R27",
+            "Seul un professionnel qui prend en charge le patient alimente son DMP "
+            f"({refusal.reason})",
+        ) from None
+    e.use(basis)
 
 
 def _document(e: _Eval) -> DocumentState:
@@ -668,7 +694,15 @@ def professional_settings(e: _Eval) -> None:
                 "Une autorisation n'est enregistrée que sur action explicite du professionnel "
                 "qui a recueilli le consentement du patient.",
             )
+        if e.request.target != e.actor.id:
+            raise e.deny(
+                "R13",
+                "Un professionnel n'enregistre que le consentement recueilli pour lui-même ; "
+                "pour un confrère, c'est une délégation (action delegate, réservée à un "
+                "professionnel autorisé).",
+            )
         e.use("R12")
+        e.notify("holder", "confirmation")  # §3.2: grant → holder confirmation
         return
     if action == "delegate":
         basis = normal_basis(e)
@@ -744,6 +778,14 @@ def _evaluate(e: _Eval) -> str:
     g5_representation(e)
     if e.request.minor_secret and not e.minor:
         raise e.deny("R24b", "La connexion secrète n'existe que pour le DMP d'un mineur.")
+    if e.request.mode != "normal" and not e.ps:
+        # §1.2, R17/R18: the emergency modes are a professional's; a holder claiming one gains
+        # nothing, but his trace would record an emergency access that never was.
+        raise e.deny(
+            "R17" if e.request.mode == "bris_de_glace" else "R18",
+            "Les modes d'urgence (bris de glace, centre 15) sont réservés aux professionnels "
+            "de santé.",
+        )
     if action == "read-traces":
         r39_traces(e)
         return "R39"
