@@ -329,6 +329,9 @@ def make_templates(db: Database, store: DocumentStore) -> list[Template]:
         )
         records.record_consent(session, agent, consent_resource(patient.id))
         pid = patient.id
+        record = session.get(Record, pid)
+        assert record is not None
+        record.mt = IDNPS  # the publishing GP is his médecin traitant (R27 needs a basis)
     templates = []
     for i, kind in enumerate(KINDS):
         result = documents.publish(
@@ -1159,14 +1162,26 @@ def permit_all() -> Iterator[None]:
     def allow(*_args: Any, **_kwargs: Any) -> Decision:
         return Decision(True, "permit-all", "bench", ("permit-all",))
 
-    saved = (records_module.decide, documents_module.decide, middleware.record)
+    saved = (
+        records_module.decide,
+        documents_module.decide,
+        documents_module._authorise,
+        middleware.record,
+    )
     records_module.decide = allow  # type: ignore[assignment]
     documents_module.decide = allow  # type: ignore[assignment]
+    # A read then loads no facts at all (patient, record, first-access): only the document.
+    documents_module._authorise = lambda *_a, **_k: None  # type: ignore[assignment]
     middleware.record = lambda *_a, **_k: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        records_module.decide, documents_module.decide, middleware.record = saved
+        (
+            records_module.decide,
+            documents_module.decide,
+            documents_module._authorise,
+            middleware.record,
+        ) = saved
 
 
 def bench_overhead(

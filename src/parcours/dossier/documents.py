@@ -795,15 +795,21 @@ def _load_document(session: Session, doc_id: str) -> Document:
 
 
 def _authorise(session: Session, principal: Principal, doc: Document, action: str) -> None:
-    patient = session.get(Patient, doc.patient_id)
-    assert patient is not None
-    state = records.load(session, patient).state
+    patient, record, seen = records.load_for(session, doc.patient_id, principal)
+    state = records.record_state(patient, record)
     if doc.deleted_at is not None and action in ("read", "delete"):
         # R25: a deleted document is served to nobody; a caller who may use the record learns
         # that it is gone (410, as MHD says), anyone else gets the record-level refusal.
-        records.enforce(principal, "read-record", state, session=session)
+        records.enforce(principal, "read-record", state, session=session, known_reader=seen)
         raise FHIRError(410, "deleted", f"DocumentReference/{doc.id} a été supprimée.")
-    records.enforce(principal, action, state, document_state(doc), session=session)  # type: ignore[arg-type]
+    records.enforce(
+        principal,
+        action,  # type: ignore[arg-type]
+        state,
+        document_state(doc),
+        session=session,
+        known_reader=seen,
+    )  # type: ignore[arg-type]
 
 
 def read(session: Session, principal: Principal, doc_id: str, base: str) -> dict[str, Any]:

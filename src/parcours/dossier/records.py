@@ -125,20 +125,26 @@ def enforce(
     *,
     status: int = 403,
     session: Session | None = None,
+    known_reader: bool | None = None,
     **request_fields: Any,
 ) -> Decision:
     """Ask the policy-decision point, note its answer for the trace, raise on a refusal.
 
     With a ``session``, a professional's first consultation of the record is detected (one
-    primary-key read) so that the decision can oblige the holder's notification."""
+    primary-key read, or ``known_reader`` when the caller loaded it with the record) so that
+    the decision can oblige the holder's notification."""
     now = request_fields.pop("now", None) or utcnow()
     first = (
-        session is not None
-        and principal.kind == "professional"
+        principal.kind == "professional"
         and principal.access_mode == "normal"
         and action in ("read", "search", "read-record")
         and state.status == "active"
-        and session.get(Reader, (state.patient_id, principal.actor_id)) is None
+        and (
+            not known_reader
+            if known_reader is not None
+            else session is not None
+            and session.get(Reader, (state.patient_id, principal.actor_id)) is None
+        )
     )
     request = pep.request_for(principal, action, now, first_access=first, **request_fields)
     rules = load_rules()
@@ -205,6 +211,25 @@ def resolve_reference(
 
 def load(session: Session, patient: Patient) -> ResolvedPatient:
     return ResolvedPatient(patient, session.get(Record, patient.id))
+
+
+def load_for(
+    session: Session, patient_id: str, principal: Principal
+) -> tuple[Patient, Record | None, bool]:
+    """The patient, his record and whether ``principal`` has consulted it before, in one
+    round trip: every document read needs all three (the policy's facts, R45 first access)."""
+    row = session.execute(
+        select(Patient, Record, Reader.actor_id)
+        .outerjoin(Record, Record.patient_id == Patient.id)
+        .outerjoin(
+            Reader,
+            and_(Reader.patient_id == Patient.id, Reader.actor_id == principal.actor_id),
+        )
+        .where(Patient.id == patient_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("Patient", patient_id)
+    return row[0], row[1], row[2] is not None
 
 
 def render_patient(patient: Patient, record: Record | None) -> dict[str, Any]:
