@@ -1151,9 +1151,9 @@ def bench_read(bench: Bench, doc_ids: list[str], count: int) -> dict[str, list[f
 
 
 @contextmanager
-def permit_all() -> Iterator[None]:
-    """Swap the decision point for one that permits everything and the trace writer for a
-    no-op, in this process (the benchmark's server runs in a thread of it)."""
+def permit_all(trace: bool = False) -> Iterator[None]:
+    """Swap the decision point for one that permits everything (and, unless ``trace``, the
+    trace writer for a no-op), in this process (the benchmark's server runs in a thread)."""
     from parcours.audit import middleware
     from parcours.dossier import documents as documents_module
     from parcours.dossier import records as records_module
@@ -1172,7 +1172,8 @@ def permit_all() -> Iterator[None]:
     documents_module.decide = allow  # type: ignore[assignment]
     # A read then loads no facts at all (patient, record, first-access): only the document.
     documents_module._authorise = lambda *_a, **_k: None  # type: ignore[assignment]
-    middleware.record = lambda *_a, **_k: None  # type: ignore[assignment]
+    if not trace:
+        middleware.record = lambda *_a, **_k: None  # type: ignore[assignment]
     try:
         yield
     finally:
@@ -1192,29 +1193,37 @@ def bench_overhead(
     rng = random.Random(seed)
     reads = [doc_ids[i % len(doc_ids)] for i in range(count)]
     searches = [rng.choice(patient_ids) for _ in range(count)]
-    out: dict[str, list[float]] = {k: [] for k in ("read", "read0", "search", "search0")}
+    variants = {
+        "": nullcontext,  # the real thing
+        "T": lambda: permit_all(trace=True),  # permit-all, still traced
+        "0": permit_all,  # permit-all, no trace
+    }
+    out: dict[str, list[float]] = {
+        f"{kind}{suffix}": [] for kind in ("read", "search") for suffix in variants
+    }
     rounds = 5
     with bench.client() as client:
-        for r in range(rounds * 2):
-            bare = r % 2 == 1
-            ctx = permit_all() if bare else nullcontext()
-            with ctx:
-                lo, hi = (r // 2) * count // rounds, (r // 2 + 1) * count // rounds
-                for doc_id in reads[lo:hi]:
-                    t0 = time.perf_counter()
-                    resp = client.get(f"/fhir/DocumentReference/{doc_id}")
-                    out["read0" if bare else "read"].append((time.perf_counter() - t0) * 1000)
-                    assert resp.status_code == 200, resp.text
-                for pid in searches[lo:hi]:
-                    t0 = time.perf_counter()
-                    resp = client.get(f"/fhir/DocumentReference?patient={pid}&status=current")
-                    out["search0" if bare else "search"].append((time.perf_counter() - t0) * 1000)
-                    assert resp.status_code == 200, resp.text
+        for r in range(rounds):
+            lo, hi = r * count // rounds, (r + 1) * count // rounds
+            for suffix, variant in variants.items():
+                with variant():
+                    for doc_id in reads[lo:hi]:
+                        t0 = time.perf_counter()
+                        resp = client.get(f"/fhir/DocumentReference/{doc_id}")
+                        out[f"read{suffix}"].append((time.perf_counter() - t0) * 1000)
+                        assert resp.status_code == 200, resp.text
+                    for pid in searches[lo:hi]:
+                        t0 = time.perf_counter()
+                        resp = client.get(f"/fhir/DocumentReference?patient={pid}&status=current")
+                        out[f"search{suffix}"].append((time.perf_counter() - t0) * 1000)
+                        assert resp.status_code == 200, resp.text
     print(
         f"[6] politique + traces vs tout-permis ({count} de chaque) :\n"
         f"    lecture complète    {p50_p99(out['read'])}\n"
+        f"    lecture tout-permis tracée {p50_p99(out['readT'])}\n"
         f"    lecture tout-permis {p50_p99(out['read0'])}\n"
         f"    recherche complète  {p50_p99(out['search'])}\n"
+        f"    recherche tout-permis tracée {p50_p99(out['searchT'])}\n"
         f"    recherche tout-permis {p50_p99(out['search0'])}"
     )
     return out
@@ -1483,12 +1492,19 @@ def main() -> None:
             med = {k: statistics.median(v) for k, v in ov.items()}
             read_over = (med["read"] - med["read0"]) / med["read0"]
             search_over = (med["search"] - med["search0"]) / med["search0"]
+            policy_over = (med["read"] - med["readT"]) / med["readT"]
             figures.add("[6] lecture HTTP, politique + traces", p50_p99(ov["read"]))
             figures.add("[6] lecture HTTP, tout-permis sans trace", p50_p99(ov["read0"]))
             figures.add(
                 "[6] surcoût politique + traces sur une lecture (médianes)",
                 f"{read_over:+.0%}",
                 f"<= 10 % : {verdict(read_over <= 0.10)}",
+            )
+            figures.add("[6] lecture HTTP, tout-permis mais tracée", p50_p99(ov["readT"]))
+            figures.add(
+                "[6] surcoût de la politique seule sur une lecture (médianes)",
+                f"{policy_over:+.0%}",
+                f"<= 10 % : {verdict(policy_over <= 0.10)}",
             )
             figures.add("[6] recherche HTTP, politique + traces", p50_p99(ov["search"]))
             figures.add("[6] recherche HTTP, tout-permis sans trace", p50_p99(ov["search0"]))

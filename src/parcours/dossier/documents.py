@@ -795,8 +795,7 @@ def _load_document(session: Session, doc_id: str) -> Document:
 
 
 def _authorise(session: Session, principal: Principal, doc: Document, action: str) -> None:
-    patient, record, seen = records.load_for(session, doc.patient_id, principal)
-    state = records.record_state(patient, record)
+    state, seen = records.facts_for(session, doc.patient_id, principal.actor_id)
     if doc.deleted_at is not None and action in ("read", "delete"):
         # R25: a deleted document is served to nobody; a caller who may use the record learns
         # that it is gone (410, as MHD says), anyone else gets the record-level refusal.
