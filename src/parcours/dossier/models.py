@@ -218,3 +218,26 @@ class DocumentVersion(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     resource: Mapped[dict[str, Any]] = mapped_column(JSONText, nullable=False)
+
+
+class HeirRequest(Base):
+    """A request by an heir, concubin or PACS partner of a deceased holder (art. L1110-4 V and
+    L1111-18 CSP; reference R43): filed online, reviewed offline by the Assurance Maladie, which
+    then produces an extract limited to the stated purpose. Rendered as a FHIR ``Task``."""
+
+    __tablename__ = "dmp_heir_request"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("dmp_patient.id"), nullable=False, index=True
+    )
+    requester_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    requester_name: Mapped[str | None] = mapped_column(String(200))
+    relationship: Mapped[str] = mapped_column(String(32), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(32), nullable=False)
+    proof: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # requested|accepted|rejected
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decision_note: Mapped[str | None] = mapped_column(Text)

@@ -116,6 +116,7 @@ def record_state(patient: Patient, record: Record | None) -> RecordState:
         removed_from_team=frozenset(access.get("removed_from_team", ())),
         mask_all=record.mask_all,
         representatives=frozenset(access.get("representatives", ())),
+        heirs_opposed=bool(access.get("oppose_heirs")),
     )
 
 

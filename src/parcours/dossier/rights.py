@@ -59,7 +59,11 @@ ACTIONS = frozenset(
 NEEDS_TARGET = frozenset(
     {"designate-mt", "block", "unblock", "grant", "revoke", "delegate", "remove-from-team"}
 )
-OPPOSITIONS = {"bris_de_glace": "oppose_bris_de_glace", "centre_15": "oppose_centre_15"}
+OPPOSITIONS = {
+    "bris_de_glace": "oppose_bris_de_glace",
+    "centre_15": "oppose_centre_15",
+    "ayants_droit": "oppose_heirs",  # R43: kept in ``access`` (no column of its own)
+}
 
 
 def _parameters(body: Any) -> dict[str, Any]:
@@ -128,6 +132,7 @@ def render(record: Record | None) -> dict[str, Any]:
         part("oppose_bris_de_glace", bool(record and record.oppose_bris_de_glace)),
         part("oppose_centre_15", bool(record and record.oppose_centre_15)),
         part("mask_all", bool(record and record.mask_all)),
+        part("oppose_ayants_droit", bool(access.get("oppose_heirs"))),
         part("contact_email", access["contact"]["email"]) if access.get("contact") else None,
         *[part("blocked", ps) for ps in access.get("blocked", [])],
         *[part("removed_from_team", ps) for ps in access.get("removed_from_team", [])],
@@ -168,7 +173,7 @@ def apply(session: Session, principal: Principal, patient_id: str, body: Any) ->
         raise BadRequest("Paramètre « target » (IDNPS du professionnel) obligatoire.")
     setting = values.get("setting")
     if action == "set-opposition" and setting not in OPPOSITIONS:
-        raise BadRequest("setting : bris_de_glace ou centre_15.")
+        raise BadRequest("setting : bris_de_glace, centre_15 ou ayants_droit.")
     flag = values.get("value")
     if action in ("set-opposition", "team-consent", "mask-all") and not isinstance(flag, bool):
         raise BadRequest("Paramètre « value » (booléen) obligatoire.")
@@ -198,7 +203,10 @@ def apply(session: Session, principal: Principal, patient_id: str, body: Any) ->
         blocked = set(access.get("blocked", [])) - {target}
         access["blocked"] = sorted(blocked | {target} if action == "block" else blocked)
     elif action == "set-opposition":
-        setattr(record, OPPOSITIONS[setting], flag)
+        if setting == "ayants_droit":
+            access["oppose_heirs"] = bool(flag)
+        else:
+            setattr(record, OPPOSITIONS[setting], flag)
     elif action in ("grant", "delegate"):
         expires = values.get("expires")
         if expires is not None:

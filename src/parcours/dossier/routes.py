@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from parcours.auth.dependencies import current_principal
 from parcours.auth.principal import Principal
-from parcours.dossier import documents, lists, records, rights
+from parcours.dossier import documents, heirs, lists, records, rights
 from parcours.dossier.store import DocumentStore
 from parcours.fhir.errors import BadRequest, FHIRError
 from parcours.fhir.responses import FHIRResponse
@@ -126,6 +126,78 @@ def router() -> APIRouter:
         patient_id: str, body: BodyDep, principal: PrincipalDep, session: SessionDep
     ) -> FHIRResponse:
         return FHIRResponse(rights.apply(session, principal, check_id("Patient", patient_id), body))
+
+    # --- after death: R43 ------------------------------------------------------------------
+    @api.post("/Patient/{patient_id}/$deces", summary="Décès du titulaire (flux Assurance Maladie)")
+    def record_death(
+        patient_id: str, body: BodyDep, principal: PrincipalDep, session: SessionDep
+    ) -> FHIRResponse:
+        heirs.record_death(session, principal, check_id("Patient", patient_id), body)
+        return FHIRResponse(records.read_patient(session, principal, patient_id))
+
+    @api.post(
+        "/Patient/{patient_id}/$demande-ayant-droit",
+        summary="Demande d'accès d'un ayant droit (après décès, instruite hors ligne)",
+    )
+    def heir_request(
+        request: Request,
+        patient_id: str,
+        body: BodyDep,
+        principal: PrincipalDep,
+        session: SessionDep,
+    ) -> FHIRResponse:
+        task = heirs.file_request(session, principal, check_id("Patient", patient_id), body)
+        return _created(task, fhir_base(request))
+
+    @api.get("/Task", summary="Demandes d'ayants droit (les siennes ; toutes pour l'instructeur)")
+    def heir_requests(
+        request: Request,
+        items: Annotated[list[tuple[str, str]], Depends(search_items)],
+        principal: PrincipalDep,
+        session: SessionDep,
+    ) -> FHIRResponse:
+        params = dict(items)
+        if set(params) - {"status"}:
+            raise BadRequest("Task : recherche par status seulement.")
+        tasks = heirs.search(session, principal, params.get("status"))
+        base = fhir_base(request)
+        return FHIRResponse(
+            {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(tasks),
+                "entry": [
+                    {
+                        "fullUrl": f"{base}/Task/{t['id']}",
+                        "resource": t,
+                        "search": {"mode": "match"},
+                    }
+                    for t in tasks
+                ],
+            }
+        )
+
+    @api.get("/Task/{task_id}", summary="Lire une demande d'ayant droit")
+    def read_task(task_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
+        return FHIRResponse(heirs.read(session, principal, check_id("Task", task_id)))
+
+    @api.post("/Task/{task_id}/$instruire", summary="Accepter ou rejeter une demande (agent)")
+    def decide_task(
+        request: Request,
+        task_id: str,
+        body: BodyDep,
+        principal: PrincipalDep,
+        session: SessionDep,
+    ) -> FHIRResponse:
+        return FHIRResponse(
+            heirs.decide_request(
+                session,
+                principal,
+                check_id("Task", task_id),
+                body,
+                request.state.request_id,
+            )
+        )
 
     @api.post("/Consent", summary="Consentement du patient : crée (ou rouvre) son DMP")
     def create_consent(

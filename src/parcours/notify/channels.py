@@ -48,6 +48,15 @@ class Channel(Protocol):
         """Deliver; return a reference (message id). Raise ChannelError to retry later."""
 
 
+def inbox_kind(recipient_kind: str) -> str:
+    """Whose inbox: a patient's (INS), a professional's (IDNPS), or another person's (heir)."""
+    if recipient_kind in PATIENT_RECIPIENTS:
+        return "patient"
+    if recipient_kind in PS_RECIPIENTS:
+        return "ps"
+    return "person"
+
+
 def message_id(notification: Notification, channel: str) -> str:
     """Stable per notification and channel: a resend carries the same id."""
     return f"<{notification.id}.{channel}@parcours>"
@@ -72,7 +81,7 @@ class InboxChannel:
         item = InboxMessage(
             id=str(uuid.uuid4()),
             notification_id=notification.id,
-            recipient_kind="patient" if notification.recipient_kind in PATIENT_RECIPIENTS else "ps",
+            recipient_kind=inbox_kind(notification.recipient_kind),
             recipient_id=address,
             patient_id=notification.patient_id,
             event=notification.event,

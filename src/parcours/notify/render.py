@@ -107,6 +107,16 @@ def render(event: str, recipient_kind: str, payload: dict[str, Any]) -> Rendered
             f"le {when}.",
         ),
     }
+    texts["heir-request-accepted"] = (
+        "Votre demande d'accès au DMP d'un proche décédé est acceptée",
+        "Votre demande d'ayant droit a été acceptée. L'Assurance Maladie vous adresse les "
+        "informations nécessaires à l'objet de votre demande, et elles seules.",
+    )
+    texts["heir-request-rejected"] = (
+        "Votre demande d'accès au DMP d'un proche décédé est rejetée",
+        "Votre demande d'ayant droit a été rejetée ; le motif figure dans le suivi de votre "
+        "demande.",
+    )
     subject, body = texts.get(
         event,
         ("Votre DMP a été mis à jour", f"Votre DMP a été mis à jour le {when}."),

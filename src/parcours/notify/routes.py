@@ -30,16 +30,17 @@ EVENT_SYSTEM = "https://parcours.invalid/fhir/CodeSystem/evenement-notification"
 
 
 def render(message: InboxMessage) -> dict[str, Any]:
-    system = INS_OID_NIR if message.recipient_kind == "patient" else IDNPS_OID
+    system = {"patient": INS_OID_NIR, "ps": IDNPS_OID}.get(message.recipient_kind)
+    recipient: dict[str, Any] = {"value": message.recipient_id}
+    if system:
+        recipient["system"] = f"urn:oid:{system}"
     resource: dict[str, Any] = {
         "resourceType": "Communication",
         "id": message.id,
         "status": "completed",
         "category": [{"coding": [{"system": EVENT_SYSTEM, "code": message.event}]}],
         "sent": message.created_at.isoformat(),
-        "recipient": [
-            {"identifier": {"system": f"urn:oid:{system}", "value": message.recipient_id}}
-        ],
+        "recipient": [{"identifier": recipient}],
         "sender": {"display": "Dossier Médical Partagé"},
         "topic": {"text": message.subject},
         "payload": [{"contentString": message.body}],

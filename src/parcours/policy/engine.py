@@ -274,7 +274,7 @@ def r42_administrative(e: _Eval) -> None:
     kind, action = e.actor.kind, e.request.action
     if kind == "agent" and action == "create":
         return
-    if kind == "system" and action in ("publish", "replace"):
+    if kind == "system" and action in ("publish", "replace", "record-death"):
         return
     if kind in e.rules.administrative_kinds:
         raise e.deny(
@@ -786,10 +786,17 @@ def _evaluate(e: _Eval) -> str:
             "Les modes d'urgence (bris de glace, centre 15) sont réservés aux professionnels "
             "de santé.",
         )
+    if action == "record-death" and e.actor.kind != "system":
+        raise e.deny(
+            "R38", "Le décès du titulaire est enregistré par l'Assurance Maladie, pas sur le DMP."
+        )
     if action == "read-traces":
         r39_traces(e)
         return "R39"
     if e.actor.kind == "system":
+        if action == "record-death":
+            e.use("R38")  # a closure; only R43 applies to the record afterwards (G2)
+            return "R38"
         r27_publish(e)
         return "R27"
     if e.holder_side:

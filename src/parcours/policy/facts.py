@@ -21,6 +21,7 @@ Action = Literal[
     "read-record",  # the record's summary (Patient, settings)
     "read-traces",  # R39
     "heir-request",  # R43
+    "record-death",  # the CNAM feed closes the record at the holder's death (G2, R43)
     # content
     "read",
     "search",

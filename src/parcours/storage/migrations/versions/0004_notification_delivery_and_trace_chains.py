@@ -1,4 +1,4 @@
-"""notification delivery, inbox, per-record trace chains and checkpoints
+"""notification delivery, inbox, per-record trace chains and checkpoints, heirs' requests
 
 Revision ID: 0004
 Revises: 0003
@@ -17,6 +17,34 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "dmp_heir_request",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("patient_id", sa.String(length=64), nullable=False),
+        sa.Column("requester_id", sa.String(length=64), nullable=False),
+        sa.Column("requester_name", sa.String(length=200), nullable=True),
+        sa.Column("relationship", sa.String(length=32), nullable=False),
+        sa.Column("purpose", sa.String(length=32), nullable=False),
+        sa.Column("proof", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("decided_by", sa.String(length=64), nullable=True),
+        sa.Column("decision_note", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["patient_id"],
+            ["dmp_patient.id"],
+            name=op.f("fk_dmp_heir_request_patient_id_dmp_patient"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dmp_heir_request")),
+    )
+    with op.batch_alter_table("dmp_heir_request", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_dmp_heir_request_patient_id"), ["patient_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_dmp_heir_request_requester_id"), ["requester_id"], unique=False
+        )
 
     op.create_table(
         "audit_checkpoint",
@@ -80,4 +108,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_inbox_message_recipient")
 
     op.drop_table("inbox_message")
+    op.drop_table("dmp_heir_request")
     op.drop_table("audit_checkpoint")
