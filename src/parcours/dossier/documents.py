@@ -795,7 +795,9 @@ def _load_document(session: Session, doc_id: str) -> Document:
 
 
 def _authorise(session: Session, principal: Principal, doc: Document, action: str) -> None:
-    state, seen = records.facts_for(session, doc.patient_id, principal.actor_id)
+    facts = records.facts_for(session, doc.patient_id, principal.actor_id)
+    assert facts is not None  # a document's patient exists (foreign key)
+    state, seen = facts
     if doc.deleted_at is not None and action in ("read", "delete"):
         # R25: a deleted document is served to nobody; a caller who may use the record learns
         # that it is gone (410, as MHD says), anyone else gets the record-level refusal.

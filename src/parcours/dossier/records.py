@@ -227,7 +227,9 @@ def _parsed_instant(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def facts_for(session: Session, patient_id: str, actor_id: str) -> tuple[RecordState, bool]:
+def facts_for(
+    session: Session, patient_id: str, actor_id: str, *, missing_ok: bool = False
+) -> tuple[RecordState, bool] | None:
     """The policy's facts about a record and whether ``actor_id`` consulted it before, in one
     statement on the driver: every document read needs both (R10–R46, R45's first access),
     and through the ORM the same three rows cost five times the SQL (bench/dossier.py)."""
@@ -246,6 +248,8 @@ def facts_for(session: Session, patient_id: str, actor_id: str) -> tuple[RecordS
         )
     row = connection.exec_driver_sql(_FACTS_SQL[dialect], (actor_id, patient_id)).first()
     if row is None:
+        if missing_ok:
+            return None
         raise NotFound("Patient", patient_id)
     birth = row[2] if isinstance(row[2], date) else date.fromisoformat(str(row[2]))
     patient = SimpleNamespace(id=row[0], ins=row[1], birth_date=birth)
@@ -585,16 +589,17 @@ def authorise_search(
     permitted: dict[str, RecordState] = {}
     for crit in query.criteria:
         if crit.param.name == "patient":
-            found = [session.get(Patient, pid) for pid in patient_ids(crit.values)]
+            found = patient_ids(crit.values)
         elif crit.param.name == "patient.identifier":
             found = list(
-                session.execute(select(Patient).where(ins_condition(crit.values))).scalars()
+                session.execute(select(Patient.id).where(ins_condition(crit.values))).scalars()
             )
         else:
             continue
-        for patient in found:
-            if patient is not None:
-                state = load(session, patient).state
-                enforce(principal, "search", state, session=session)
-                permitted[patient.id] = state
+        for patient_id in found:
+            facts = facts_for(session, patient_id, principal.actor_id, missing_ok=True)
+            if facts is not None:
+                state, seen = facts
+                enforce(principal, "search", state, session=session, known_reader=seen)
+                permitted[patient_id] = state
     return permitted
