@@ -15,7 +15,7 @@ from parcours.dossier.store import DocumentStore
 from parcours.fhir.errors import BadRequest, FHIRError
 from parcours.fhir.responses import FHIRResponse
 from parcours.fhir.routing import check_id, fhir_base, json_body, lenient, search_items
-from parcours.fhir.search import parse_search, searchset
+from parcours.fhir.search import match_bundle, parse_search, searchset
 from parcours.storage.deps import db_session
 
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
@@ -81,21 +81,7 @@ def router() -> APIRouter:
                     expression=[name],
                 )
         found = records.search_patients(session, principal, identifier)
-        return FHIRResponse(
-            {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": len(found),
-                "entry": [
-                    {
-                        "fullUrl": f"{fhir_base(request)}/Patient/{p['id']}",
-                        "resource": p,
-                        "search": {"mode": "match"},
-                    }
-                    for p in found
-                ],
-            }
-        )
+        return FHIRResponse(match_bundle(fhir_base(request), found, len(found)))
 
     @api.get("/Patient/{patient_id}", summary="Lire un patient (statut du DMP)")
     def read_patient(patient_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
@@ -160,22 +146,7 @@ def router() -> APIRouter:
         if set(params) - {"status"}:
             raise BadRequest("Task : recherche par status seulement.")
         tasks = heirs.search(session, principal, params.get("status"))
-        base = fhir_base(request)
-        return FHIRResponse(
-            {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": len(tasks),
-                "entry": [
-                    {
-                        "fullUrl": f"{base}/Task/{t['id']}",
-                        "resource": t,
-                        "search": {"mode": "match"},
-                    }
-                    for t in tasks
-                ],
-            }
-        )
+        return FHIRResponse(match_bundle(fhir_base(request), tasks, len(tasks)))
 
     @api.get("/Task/{task_id}", summary="Lire une demande d'ayant droit")
     def read_task(task_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
@@ -404,20 +375,6 @@ def router() -> APIRouter:
             raise BadRequest("_count et _offset sont des entiers.") from None
         patient_id = check_id("Patient", params["patient"].rsplit("/", 1)[-1])
         events = records.traces(session, principal, patient_id, count, offset)
-        base = fhir_base(request)
-        return FHIRResponse(
-            {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "entry": [
-                    {
-                        "fullUrl": f"{base}/AuditEvent/{e['id']}",
-                        "resource": e,
-                        "search": {"mode": "match"},
-                    }
-                    for e in events
-                ],
-            }
-        )
+        return FHIRResponse(match_bundle(fhir_base(request), events))
 
     return api

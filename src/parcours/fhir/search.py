@@ -216,6 +216,25 @@ def _int_param(name: str, raw: str, *, minimum: int, maximum: int | None) -> int
     return value
 
 
+def match_bundle(
+    base: str, resources: list[dict[str, Any]], total: int | None = None
+) -> dict[str, Any]:
+    """A ``searchset`` of matches without paging links (a patient's identity, his traces, an
+    inbox, heirs' requests); ``total`` only when it is known."""
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["entry"] = [
+        {
+            "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+            "resource": r,
+            "search": {"mode": "match"},
+        }
+        for r in resources
+    ]
+    return bundle
+
+
 def searchset(
     *,
     base_url: str,

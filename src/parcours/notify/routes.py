@@ -19,6 +19,7 @@ from parcours.auth.principal import Principal
 from parcours.fhir.errors import BadRequest, NotFound
 from parcours.fhir.responses import FHIRResponse
 from parcours.fhir.routing import check_id, fhir_base, search_items
+from parcours.fhir.search import match_bundle
 from parcours.identity.ins import INS_OID_NIR
 from parcours.identity.professional import IDNPS_OID
 from parcours.notify.models import InboxMessage
@@ -88,22 +89,7 @@ def router() -> APIRouter:
             .offset(offset)
             .limit(count)
         ).scalars()
-        base = fhir_base(request)
-        return FHIRResponse(
-            {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": total,
-                "entry": [
-                    {
-                        "fullUrl": f"{base}/Communication/{m.id}",
-                        "resource": render(m),
-                        "search": {"mode": "match"},
-                    }
-                    for m in rows
-                ],
-            }
-        )
+        return FHIRResponse(match_bundle(fhir_base(request), [render(m) for m in rows], total))
 
     @api.get("/Communication/{message_id}", summary="Lire une notification")
     def read(message_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
