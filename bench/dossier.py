@@ -1477,9 +1477,9 @@ def main() -> None:
             figures.add("[5] decide() seul, médiane", f"{med['decide'] * 1000:.1f} µs")
             figures.add("[5] écriture d'audit, médiane", f"{med['audit']:.2f} ms")
             figures.add(
-                "[5] plafond des requêtes tracées (audit sérialisé)",
+                "[5] plafond des requêtes tracées d'un même client",
                 f"~{1000 / med['audit']:,.0f} /s",
-                "verrou de processus + verrou consultatif tenus jusqu'au COMMIT",
+                "un COMMIT par trace ; verrou par dossier (PostgreSQL), par processus (SQLite)",
             )
             figures.add(
                 "[5] part politique + audit d'une lecture",
