@@ -411,6 +411,35 @@ def notify_status() -> None:
         typer.echo(f"  {nid} {event} : {error}")
 
 
+@dossier_app.command("purge")
+def dossier_purge(
+    today: Annotated[
+        str | None, typer.Option(help="Date du jour (AAAA-MM-JJ) ; défaut : aujourd'hui")
+    ] = None,
+) -> None:
+    """Supprimer les DMP fermés dont la durée de conservation (10 ans) est écoulée."""
+    from datetime import date
+
+    from parcours.dossier import retention
+    from parcours.dossier.store import open_store
+
+    settings = _settings()
+    db = _database(settings)
+    _require_schema(db)
+    try:
+        day = date.fromisoformat(today) if today else None
+    except ValueError:
+        _fail(f"date invalide « {today} » (attendu : AAAA-MM-JJ).", code=2)
+        return
+    report = retention.run(db, open_store(settings), day)
+    err.print(
+        f"{report.records} DMP supprimés ({report.documents} documents, {report.blobs} "
+        f"fichiers chiffrés, {report.tombstones} traces rendues anonymes)."
+    )
+    for line in report.errors[:5]:
+        err.print(f"  - {line}")
+
+
 @dossier_app.command("rotate-key")
 def dossier_rotate_key() -> None:
     """Créer une nouvelle clé maîtresse (KEK) et y ré-envelopper les clés des documents."""

@@ -43,6 +43,9 @@ class AuditEvent(Base):
     chain: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    # Set when the record's retention ended and the row's identifying fields were erased: the
+    # row keeps its place and hash in the chain (a tombstone), see audit.service.verify.
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         # Two writers that read the same predecessor cannot both commit: no fork, ever.

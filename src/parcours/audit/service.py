@@ -37,6 +37,19 @@ from parcours.storage.models import utcnow
 
 GENESIS = "0" * 64
 NO_RECORD = "-"  # the chain of accesses that concern no DMP (directory reads…)
+PURGE_ACTION = "purge"  # a record's end of retention, traced in the NO_RECORD chain
+# What a tombstone forgets: who, from where, with which words. What it keeps (kind, mode,
+# action, outcome, rule, time) carries no identity and still tells the chain's story.
+TOMBSTONE_FIELDS = (
+    "actor_id",
+    "actor_structure",
+    "resource_id",
+    "query",
+    "client_ip",
+    "justification",
+    "call_id",
+    "on_behalf_of",
+)
 _lock = threading.Lock()
 
 
@@ -234,6 +247,17 @@ def verify(db: Database, key: ec.EllipticCurvePublicKey | None = None) -> ChainR
     checked = 0
     accumulator = GENESIS
     with db.session() as session:
+        # Chains whose record reached the end of its retention: their rows are tombstones
+        # (identifying fields erased, hash and link kept). Which chains those are is read from
+        # the purge traces themselves, which are chained and checked like any other row, so
+        # erasing a row of a live record is reported, not excused.
+        purged = set(
+            session.execute(
+                select(AuditEvent.resource_id).where(
+                    AuditEvent.action == PURGE_ACTION, AuditEvent.chain == NO_RECORD
+                )
+            ).scalars()
+        )
         checkpoints = list(
             session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.id)).scalars()
         )
@@ -266,7 +290,12 @@ def verify(db: Database, key: ec.EllipticCurvePublicKey | None = None) -> ChainR
                 return ChainReport(
                     checked, event.seq, "maillon précédent ne correspond pas", len(heads)
                 )
-            if _digest(prev, event.recorded_at, fields, event.chain) != event.hash:
+            if event.purged_at is not None:
+                if event.chain not in purged:
+                    return ChainReport(
+                        checked, event.seq, "trace effacée hors d'une purge de DMP", len(heads)
+                    )
+            elif _digest(prev, event.recorded_at, fields, event.chain) != event.hash:
                 return ChainReport(
                     checked, event.seq, "contenu modifié (empreinte invalide)", len(heads)
                 )

@@ -1,6 +1,7 @@
 """The background work of an instance, in one place: notification delivery, the announcement
-clock, and signed trace checkpoints. Used by the embedded worker thread of ``parcours serve``
-(``PARCOURS_WORKER=embedded``) and by ``parcours notify work`` alike."""
+clock, signed trace checkpoints and the end of closed records' retention. Used by the embedded
+worker thread of ``parcours serve`` (``PARCOURS_WORKER=embedded``) and by ``parcours notify work``
+alike."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from parcours.storage.db import Database
 log = logging.getLogger("parcours.notify")
 
 ANNOUNCEMENT_PERIOD_SECONDS = 300.0
+RETENTION_PERIOD_SECONDS = 6 * 3600.0
 
 
 def checkpoint_key_file() -> str:
@@ -44,6 +46,21 @@ def announcements(db: Database) -> object:
     return report
 
 
+def retention(db: Database, settings: Settings) -> object:
+    from parcours.dossier import retention as purge
+    from parcours.dossier.store import open_store
+
+    report = purge.run(db, open_store(settings))
+    if report.records:
+        log.info(
+            "retention: %d records purged (%d documents, %d traces made tombstones)",
+            report.records,
+            report.documents,
+            report.tombstones,
+        )
+    return report
+
+
 def background_worker(db: Database, settings: Settings, interval: float = 2.0) -> BackgroundWorker:
     return BackgroundWorker(
         db,
@@ -52,6 +69,7 @@ def background_worker(db: Database, settings: Settings, interval: float = 2.0) -
         jobs=[
             (ANNOUNCEMENT_PERIOD_SECONDS, lambda: announcements(db)),
             (settings.audit_checkpoint_minutes * 60.0, lambda: make_checkpoint(db, settings)),
+            (RETENTION_PERIOD_SECONDS, lambda: retention(db, settings)),
         ],
         lease_seconds=settings.notify_lease_seconds,
         max_attempts=settings.notify_max_attempts,

@@ -85,6 +85,7 @@ def upgrade() -> None:
 
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.add_column(sa.Column("chain", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_audit_event_chain_seq", ["chain", "seq"], unique=False)
         batch_op.create_unique_constraint("uq_audit_event_chain_prev", ["chain", "prev_hash"])
 
@@ -102,6 +103,7 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_constraint("uq_audit_event_chain_prev", type_="unique")
         batch_op.drop_index("ix_audit_event_chain_seq")
+        batch_op.drop_column("purged_at")
         batch_op.drop_column("chain")
 
     with op.batch_alter_table("inbox_message", schema=None) as batch_op:
