@@ -33,6 +33,11 @@ def ensure_demo_records(
     fake = Faker("fr_FR")
     fake.seed_instance(seed)
     gp = manifest["demo_logins"][0]
+    # The demo kiné holds each patient's authorisation (R12), so the habilitation matrix shows:
+    # he sees the consultation report and the synthesis, not the biology (R20).
+    kine = next(
+        (x for x in manifest["demo_logins"] if x.get("role") == "masseur_kinesitherapeute"), None
+    )
     author = Principal(
         kind="professional",
         subject=gp["idnat_ps"],
@@ -90,18 +95,22 @@ def ensure_demo_records(
                     represents=(ins.value,),
                     auth_level="eidas1",
                 )
-            rights.apply(
-                session,
-                holder,
-                patient_id,
-                {
-                    "resourceType": "Parameters",
-                    "parameter": [
-                        {"name": "action", "valueCode": "designate-mt"},
-                        {"name": "target", "valueString": gp["idnat_ps"]},
-                    ],
-                },
-            )
+            choices = [("designate-mt", gp["idnat_ps"])]
+            if kine is not None:
+                choices.append(("grant", kine["idnat_ps"]))
+            for action, target in choices:
+                rights.apply(
+                    session,
+                    holder,
+                    patient_id,
+                    {
+                        "resourceType": "Parameters",
+                        "parameter": [
+                            {"name": "action", "valueCode": action},
+                            {"name": "target", "valueString": target},
+                        ],
+                    },
+                )
         bundle = provide_bundle(
             subject=f"Patient/{patient_id}",
             author_idnps=gp["idnat_ps"],
@@ -114,6 +123,14 @@ def ensure_demo_records(
                         "type_code": "60591-5",
                         "class_code": "11",
                         "title": "Volet de synthèse médicale",
+                    },
+                ),
+                (
+                    cda("Hémogramme : hémoglobine 14,1 g/dl ; plaquettes 250 G/l. Normal."),
+                    {
+                        "type_code": "11502-2",
+                        "class_code": "10",
+                        "title": "Compte rendu d'examens biologiques",
                     },
                 ),
             ],
