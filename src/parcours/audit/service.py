@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from parcours.audit.models import AuditCheckpoint, AuditEvent
@@ -135,14 +136,20 @@ def append(session: Session, entry: AuditEntry) -> Appended:
     return _append(session.connection(), entry)
 
 
-def _append(connection: Connection, entry: AuditEntry) -> Appended:
+def _append(connection: Connection, entry: AuditEntry, known_head: str | None = None) -> Appended:
+    """With ``known_head`` (the chain's last hash as this process last wrote it) neither the
+    lock nor the read is taken: if another writer moved the chain meanwhile, the unique
+    (chain, prev_hash) constraint refuses the row and the caller retries from the database."""
     chain = chain_of(entry)
     dialect = connection.dialect.name
-    if dialect == "postgresql":
-        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_chain_lock_key(chain),))
     last_sql, insert_sql = _statements(dialect)
-    last = connection.exec_driver_sql(last_sql, (chain,)).scalar()
-    prev_hash = last or GENESIS
+    if known_head is None:
+        if dialect == "postgresql":
+            connection.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(%s)", (_chain_lock_key(chain),)
+            )
+        known_head = connection.exec_driver_sql(last_sql, (chain,)).scalar()
+    prev_hash = known_head or GENESIS
     recorded_at = utcnow()
     fields = {name: getattr(entry, name) for name in _FIELDS}
     digest = _digest(prev_hash, recorded_at, fields, chain)
@@ -159,6 +166,9 @@ def record(db: Database, entry: AuditEntry, notifications: Sequence[Any] = ()) -
     """Append in a transaction of its own (reads, whose action writes nothing else), with the
     notifications the decision obliged: both commit, or neither (outbox, R45)."""
     # SQLite has one writer at a time anyway: queue in-process rather than on its busy timeout.
+    if not notifications and db.dialect == "postgresql":
+        _record_optimistic(db, entry)
+        return
     guard = _lock if db.dialect == "sqlite" else contextlib.nullcontext()
     with guard:
         if not notifications:  # the common case: a bare connection, no ORM session
@@ -170,6 +180,34 @@ def record(db: Database, entry: AuditEntry, notifications: Sequence[Any] = ()) -
         with db.session() as session:
             event = append(session, entry)
             outbox.write(session, list(notifications), entry.request_id, event.recorded_at)
+
+
+_heads: dict[tuple[str, str], str] = {}  # (database url, chain) -> last hash this process wrote
+_heads_lock = threading.Lock()
+_OPTIMISTIC_ATTEMPTS = 3
+
+
+def _record_optimistic(db: Database, entry: AuditEntry) -> None:
+    """PostgreSQL: a trace is one INSERT and a COMMIT when this process wrote the chain's last
+    row (the usual case: a record is mostly read through one instance); two round trips fewer
+    than lock-then-read. A stale head is refused by the (chain, prev_hash) constraint and the
+    next attempt reads the head under the chain's lock."""
+    key = (db.url, chain_of(entry))
+    for attempt in range(_OPTIMISTIC_ATTEMPTS):
+        with _heads_lock:
+            head = _heads.get(key) if attempt == 0 else None
+        try:
+            with db.engine.begin() as connection:
+                appended = _append(connection, entry, known_head=head)
+        except IntegrityError:
+            with _heads_lock:
+                _heads.pop(key, None)
+            if head is None:
+                raise  # read under the lock and still refused: not a stale head
+            continue
+        with _heads_lock:
+            _heads[key] = appended.hash
+        return
 
 
 @dataclass(frozen=True)
