@@ -431,10 +431,13 @@ def dossier_purge(
     except ValueError:
         _fail(f"date invalide « {today} » (attendu : AAAA-MM-JJ).", code=2)
         return
-    report = retention.run(db, open_store(settings), day)
+    store = open_store(settings)
+    report = retention.run(db, store, day)
+    swept = retention.sweep_orphan_blobs(db, store)
     err.print(
         f"{report.records} DMP supprimés ({report.documents} documents, {report.blobs} "
-        f"fichiers chiffrés, {report.tombstones} traces rendues anonymes)."
+        f"fichiers chiffrés, {report.tombstones} traces rendues anonymes) ; "
+        f"{swept} fichiers orphelins retirés."
     )
     for line in report.errors[:5]:
         err.print(f"  - {line}")

@@ -101,3 +101,22 @@ def test_an_open_record_is_never_purged(dmp: Dmp) -> None:
     dmp.publish_one()
     report = retention.run(dmp.db, dmp.store, utcnow().date() + timedelta(days=365 * 30))
     assert report.records == 0 and _count(dmp, Patient, id=dmp.patient_id) == 1
+
+
+def test_the_sweep_removes_only_old_orphan_bytes(dmp: Dmp) -> None:
+    import os
+    import time
+
+    doc = dmp.publish_one()
+    with dmp.db.session() as session:
+        kept = session.get(Document, doc).blob_key  # type: ignore[union-attr]
+    dmp.store.blobs.put("or/phelin-ancien", b"\x00chiffre")
+    dmp.store.blobs.put("or/phelin-recent", b"\x00chiffre")
+    an_hour_ago = time.time() - 7200
+    root = dmp.store.blobs.root  # type: ignore[attr-defined]
+    for key in (kept, "or/phelin-ancien"):
+        os.utime(root / key, (an_hour_ago, an_hour_ago))
+    assert retention.sweep_orphan_blobs(dmp.db, dmp.store) == 1
+    left = set(dmp.store.blobs.keys())
+    assert kept in left and "or/phelin-recent" in left and "or/phelin-ancien" not in left
+    assert dmp.call("GET", f"/fhir/DocumentReference/{doc}", "dupont").status_code == 200

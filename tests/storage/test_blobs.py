@@ -7,6 +7,7 @@ a fresh key prefix per test in the session's shared bucket.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,15 @@ def test_keys_lists_exactly_what_was_put(store: BlobStore) -> None:
     assert store.keys() == sorted(written)
     store.delete("ab/cd/ef")
     assert store.keys() == sorted(set(written) - {"ab/cd/ef"})
+
+
+def test_keys_older_than_leaves_out_fresh_writes(store: BlobStore) -> None:
+    store.put("ab/old", b"x")
+    time.sleep(2.2)  # S3 LastModified is truncated to the second
+    store.put("ab/new", b"y")
+    assert store.keys_older_than(1.1) == ["ab/old"]
+    assert store.keys_older_than(3600) == []
+    assert store.keys_older_than(-60) == ["ab/new", "ab/old"]
 
 
 @pytest.mark.parametrize("key", ["../x", "A B", "", "/abs", "a//b", "a/../b", "-lead", "é"])

@@ -10,8 +10,8 @@ record, which is how ``audit verify`` tells a lawful tombstone from an erased li
 
 The database work is one transaction; the blobs are deleted after it commits, so a crash in
 between leaves orphan bytes (encrypted, their key gone with the row), never a document without
-its bytes. A sweep of orphans needs the blob store to tell a blob's age (a publication writes
-its bytes before its commit): not done yet.
+its bytes; ``sweep_orphan_blobs`` removes those, and those of a publication that failed after
+writing its bytes.
 """
 
 from __future__ import annotations
@@ -127,3 +127,30 @@ def run(db: Database, store: DocumentStore, today: date | None = None) -> PurgeR
             except Exception as exc:  # the sweep will catch it; report, do not stop
                 report.errors.append(f"{key}: {type(exc).__name__}")
     return report
+
+
+ORPHAN_MIN_AGE_SECONDS = 3600.0
+
+
+def sweep_orphan_blobs(
+    db: Database, store: DocumentStore, min_age_seconds: float = ORPHAN_MIN_AGE_SECONDS
+) -> int:
+    """Delete stored bytes that no document row names. Only bytes older than
+    ``min_age_seconds`` are considered: a publication writes its bytes before its row commits,
+    and an hour is far beyond any transaction. The candidates are listed *before* the rows are
+    read, so a row committed in between protects its blob. Returns how many were removed."""
+    candidates = store.blobs.keys_older_than(min_age_seconds)
+    removed = 0
+    for start in range(0, len(candidates), 500):
+        chunk = candidates[start : start + 500]
+        with db.session() as session:
+            known = set(
+                session.execute(
+                    select(Document.blob_key).where(Document.blob_key.in_(chunk))
+                ).scalars()
+            )
+        for key in chunk:
+            if key not in known:
+                store.blobs.delete(key)
+                removed += 1
+    return removed

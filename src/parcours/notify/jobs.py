@@ -50,7 +50,11 @@ def retention(db: Database, settings: Settings) -> object:
     from parcours.dossier import retention as purge
     from parcours.dossier.store import open_store
 
-    report = purge.run(db, open_store(settings))
+    store = open_store(settings)
+    report = purge.run(db, store)
+    swept = purge.sweep_orphan_blobs(db, store)
+    if swept:
+        log.info("retention: %d orphan blobs removed", swept)
     if report.records:
         log.info(
             "retention: %d records purged (%d documents, %d traces made tombstones)",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +44,11 @@ class BlobStore(Protocol):
 
     def keys(self) -> list[str]:
         """Every stored key (used by tests, the orphan sweep and the rotation tool)."""
+        ...
+
+    def keys_older_than(self, seconds: float) -> list[str]:
+        """Keys last written more than ``seconds`` ago: the orphan sweep must leave alone the
+        bytes of a publication whose row is not committed yet."""
         ...
 
 
@@ -92,4 +98,12 @@ class LocalBlobStore:
             p.relative_to(self.root).as_posix()
             for p in self.root.rglob("*")
             if p.is_file() and not p.name.startswith(".tmp-")
+        )
+
+    def keys_older_than(self, seconds: float) -> list[str]:
+        horizon = time.time() - seconds
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in self.root.rglob("*")
+            if p.is_file() and not p.name.startswith(".tmp-") and p.stat().st_mtime < horizon
         )

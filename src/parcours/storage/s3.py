@@ -8,6 +8,8 @@ several deployments (or test runs) share one bucket without seeing each other's 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -109,8 +111,14 @@ class S3BlobStore:
         self._client.delete_object(Bucket=self.bucket, Key=self._name(key))
 
     def keys(self) -> list[str]:
+        return sorted(key for key, _ in self._listing())
+
+    def keys_older_than(self, seconds: float) -> list[str]:
+        horizon = datetime.now(UTC) - timedelta(seconds=seconds)
+        return sorted(key for key, modified in self._listing() if modified < horizon)
+
+    def _listing(self) -> Iterator[tuple[str, datetime]]:
         paginator = self._client.get_paginator("list_objects_v2")
-        found: list[str] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-            found.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", ()))
-        return sorted(found)
+            for item in page.get("Contents", ()):
+                yield item["Key"][len(self.prefix) :], item["LastModified"]
