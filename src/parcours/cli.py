@@ -279,12 +279,11 @@ def audit_verify() -> None:
     """Vérifier l'intégrité des traces d'accès : chaînes par dossier et points de contrôle."""
     from cryptography.hazmat.primitives import serialization
 
-    from parcours.audit.service import verify
-    from parcours.notify.jobs import checkpoint_key_file
+    from parcours.audit.service import CHECKPOINT_KEY_FILE, verify
 
     settings = _settings()
     key = None
-    key_path = settings.keys_dir / checkpoint_key_file()
+    key_path = settings.keys_dir / CHECKPOINT_KEY_FILE
     if key_path.exists():
         private = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         key = private.public_key()  # type: ignore[union-attr]

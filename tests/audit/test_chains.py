@@ -13,6 +13,7 @@ from sqlalchemy import delete, select, update
 
 from parcours.audit.models import AuditCheckpoint, AuditEvent
 from parcours.audit.service import (
+    CHECKPOINT_KEY_FILE,
     GENESIS,
     NO_RECORD,
     AuditEntry,
@@ -50,7 +51,7 @@ def _rows(db: Database) -> list[AuditEvent]:
 
 @pytest.fixture
 def key(tmp_path: Path) -> keys.SigningKey:
-    return keys.load_or_create(tmp_path / "keys", "audit-checkpoint-es256.pem")
+    return keys.load_or_create(tmp_path / "keys", CHECKPOINT_KEY_FILE)
 
 
 def test_each_record_has_its_own_chain(db: Database) -> None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 
 from parcours.audit.models import AuditEvent
-from parcours.audit.service import checkpoint, verify
+from parcours.audit.service import CHECKPOINT_KEY_FILE, checkpoint, verify
 from parcours.auth import keys
 from parcours.dossier import retention
 from parcours.dossier.models import Document, Patient, Record
@@ -41,7 +41,7 @@ def _count(dmp: Dmp, model: type, **where: object) -> int:
 
 
 def test_an_expired_record_is_deleted_and_its_traces_become_tombstones(dmp: Dmp) -> None:
-    key = keys.load_or_create(dmp.settings.keys_dir, "audit-checkpoint-es256.pem")
+    key = keys.load_or_create(dmp.settings.keys_dir, CHECKPOINT_KEY_FILE)
     doc = dmp.publish_one()
     assert dmp.call("GET", f"/fhir/DocumentReference/{doc}", "dupont").status_code == 200
     other = open_record(dmp, OTHER_INS)  # another record, untouched by the purge

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import hashlib
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,8 @@ from parcours.storage.models import utcnow
 
 GENESIS = "0" * 64
 NO_RECORD = "-"  # the chain of accesses that concern no DMP (directory reads…)
+# The checkpoint signing key, in the instance's key directory: keep it off the database host.
+CHECKPOINT_KEY_FILE = "audit-checkpoint-es256.pem"
 PURGE_ACTION = "purge"  # a record's end of retention, traced in the NO_RECORD chain
 # What a tombstone forgets: who, from where, with which words. What it keeps (kind, mode,
 # action, outcome, rule, time) carries no identity and still tells the chain's story.
@@ -73,6 +76,41 @@ class AuditEntry:
     call_id: str | None = None
     on_behalf_of: str | None = None
     policy_version: str | None = None
+
+
+def system_entry(
+    actor: str,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    patient_id: str | None,
+    *,
+    outcome: int = 200,
+    query: str | None = None,
+    rule: str | None = None,
+    justification: str | None = None,
+    policy_version: str | None = None,
+    request_id: str | None = None,
+) -> AuditEntry:
+    """The trace of something the instance did by itself (a delivery, the announcement clock,
+    a purge): no person, no address, no access mode but the normal one."""
+    return AuditEntry(
+        request_id=request_id or uuid.uuid4().hex,
+        actor_kind="system",
+        actor_id=actor,
+        actor_structure=None,
+        access_mode="normal",
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        query=query,
+        outcome=outcome,
+        client_ip=None,
+        patient_id=patient_id,
+        rule=rule,
+        justification=justification,
+        policy_version=policy_version,
+    )
 
 
 # Fields added after the chain started: left out of the digest when empty, so that records

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from parcours.audit.service import AuditEntry, append
+from parcours.audit.service import append, system_entry
 from parcours.dossier.documents import document_state
 from parcours.dossier.models import Document, Patient, Record
 from parcours.notify import outbox
@@ -93,21 +93,15 @@ def run(db: Database, now: datetime | None = None) -> AnnouncementReport:
                 continue  # already reminded: nothing to trace either
             append(
                 session,
-                AuditEntry(
-                    request_id=request_id,
-                    actor_kind="system",
-                    actor_id="announcement-clock",
-                    actor_structure=None,
-                    access_mode="normal",
-                    action=event,
-                    resource_type="DocumentReference",
-                    resource_id=doc.id,
-                    query=None,
-                    outcome=200,
-                    client_ip=None,
-                    patient_id=doc.patient_id,
+                system_entry(
+                    "announcement-clock",
+                    event,
+                    "DocumentReference",
+                    doc.id,
+                    doc.patient_id,
                     rule=rule,
                     policy_version=rules.version,
+                    request_id=request_id,
                 ),
             )
             if due == "reminder":

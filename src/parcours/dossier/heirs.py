@@ -22,6 +22,7 @@ from parcours.auth.principal import Principal
 from parcours.dossier import records
 from parcours.dossier.models import HeirRequest, Patient
 from parcours.fhir.errors import BadRequest, FHIRError, NotFound
+from parcours.fhir.parameters import parameter_values
 from parcours.notify import outbox
 from parcours.storage.models import utcnow
 
@@ -41,18 +42,6 @@ PURPOSE_SYSTEM = "https://parcours.invalid/fhir/CodeSystem/motif-ayant-droit"
 REVIEWERS = frozenset({"agent"})  # Assurance Maladie staff
 
 
-def _values(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise BadRequest("Une ressource Parameters est attendue.")
-    values: dict[str, Any] = {}
-    for param in body.get("parameter") or []:
-        if isinstance(param, dict) and isinstance(param.get("name"), str):
-            found = [v for k, v in param.items() if k.startswith("value")]
-            if len(found) == 1:
-                values[param["name"]] = found[0]
-    return values
-
-
 def _choice(values: dict[str, Any], name: str, allowed: dict[str, str]) -> str:
     raw = values.get(name)
     if raw not in allowed:
@@ -66,7 +55,7 @@ def _choice(values: dict[str, Any], name: str, allowed: dict[str, str]) -> str:
 def record_death(session: Session, principal: Principal, patient_id: str, body: Any) -> None:
     """The CNAM feed (a system) records the holder's death: the record closes, kept ten years,
     and from then on only heirs' requests and the traces remain (G2, R43)."""
-    values = _values(body)
+    values = parameter_values(body)
     raw = values.get("deathDate")
     try:
         died = date.fromisoformat(str(raw))
@@ -97,7 +86,7 @@ def record_death(session: Session, principal: Principal, patient_id: str, body: 
 def file_request(
     session: Session, principal: Principal, patient_id: str, body: Any
 ) -> dict[str, Any]:
-    values = _values(body)
+    values = parameter_values(body)
     relationship = _choice(values, "lien", RELATIONSHIPS)
     purpose = _choice(values, "motif", PURPOSES)
     proof = values.get("justificatif")
@@ -167,7 +156,7 @@ def decide_request(
         raise FHIRError(
             403, "forbidden", "Seul un agent de l'Assurance Maladie instruit ces demandes."
         )
-    values = _values(body)
+    values = parameter_values(body)
     decision = _choice(values, "decision", DECISIONS)
     note = values.get("motif")
     request = session.get(HeirRequest, task_id, with_for_update=True)

@@ -16,14 +16,13 @@ writing its bytes.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import delete, select, update
 
 from parcours.audit.models import AuditEvent
-from parcours.audit.service import PURGE_ACTION, TOMBSTONE_FIELDS, AuditEntry, append
+from parcours.audit.service import PURGE_ACTION, TOMBSTONE_FIELDS, append, system_entry
 from parcours.dossier.models import (
     Consent,
     Document,
@@ -93,19 +92,13 @@ def purge_record(db: Database, patient_id: str, today: date) -> tuple[int, int, 
         ).rowcount
         append(
             session,
-            AuditEntry(
-                request_id=uuid.uuid4().hex,
-                actor_kind="system",
-                actor_id="retention",
-                actor_structure=None,
-                access_mode="normal",
-                action=PURGE_ACTION,
-                resource_type="Patient",
-                resource_id=patient_id,
+            system_entry(
+                "retention",
+                PURGE_ACTION,
+                "Patient",
+                patient_id,
+                None,  # the purge belongs to the chain of no record (NO_RECORD)
                 query=f"documents={len(ids)}&traces={tombstones}",
-                outcome=200,
-                client_ip=None,
-                patient_id=None,  # the purge belongs to the chain of no record (NO_RECORD)
                 rule="R38",
             ),
         )

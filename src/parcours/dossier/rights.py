@@ -37,6 +37,7 @@ from parcours.auth.principal import Principal
 from parcours.dossier import records
 from parcours.dossier.models import Patient, Record
 from parcours.fhir.errors import BadRequest, FHIRError, NotFound
+from parcours.fhir.parameters import parameter_values
 from parcours.identity import IdentifierError, IdNatPS
 from parcours.policy.rules import load_rules
 from parcours.storage.models import utcnow
@@ -59,28 +60,10 @@ ACTIONS = frozenset(
 NEEDS_TARGET = frozenset(
     {"designate-mt", "block", "unblock", "grant", "revoke", "delegate", "remove-from-team"}
 )
-OPPOSITIONS = {
-    "bris_de_glace": "oppose_bris_de_glace",
-    "centre_15": "oppose_centre_15",
-    "ayants_droit": "oppose_heirs",  # R43: kept in ``access`` (no column of its own)
-}
-
-
-def _parameters(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise BadRequest("Une ressource Parameters est attendue.")
-    values: dict[str, Any] = {}
-    for i, param in enumerate(body.get("parameter") or []):
-        if not isinstance(param, dict) or not isinstance(param.get("name"), str):
-            raise BadRequest("Paramètre sans nom.", expression=[f"Parameters.parameter[{i}]"])
-        value = [v for k, v in param.items() if k.startswith("value")]
-        if len(value) != 1:
-            raise BadRequest(
-                f"Le paramètre « {param['name']} » doit porter exactement une valeur.",
-                expression=[f"Parameters.parameter[{i}]"],
-            )
-        values[param["name"]] = value[0]
-    return values
+# Oppositions with a column of their own (the policy reads them on every emergency access);
+# the heirs' opposition (R43) only matters after death and lives in ``access``.
+OPPOSITIONS = {"bris_de_glace": "oppose_bris_de_glace", "centre_15": "oppose_centre_15"}
+SETTINGS = frozenset({*OPPOSITIONS, "ayants_droit"})
 
 
 def _idnps(raw: Any, name: str) -> str:
@@ -161,7 +144,7 @@ def render(record: Record | None) -> dict[str, Any]:
 
 
 def apply(session: Session, principal: Principal, patient_id: str, body: Any) -> dict[str, Any]:
-    values = _parameters(body)
+    values = parameter_values(body)
     action = values.get("action")
     if action not in ACTIONS:
         raise BadRequest(
@@ -172,7 +155,7 @@ def apply(session: Session, principal: Principal, patient_id: str, body: Any) ->
     if action in NEEDS_TARGET and target is None:
         raise BadRequest("Paramètre « target » (IDNPS du professionnel) obligatoire.")
     setting = values.get("setting")
-    if action == "set-opposition" and setting not in OPPOSITIONS:
+    if action == "set-opposition" and setting not in SETTINGS:
         raise BadRequest("setting : bris_de_glace, centre_15 ou ayants_droit.")
     flag = values.get("value")
     if action in ("set-opposition", "team-consent", "mask-all") and not isinstance(flag, bool):

@@ -15,7 +15,7 @@ from parcours.dossier.store import DocumentStore
 from parcours.fhir.errors import BadRequest, FHIRError
 from parcours.fhir.responses import FHIRResponse
 from parcours.fhir.routing import check_id, fhir_base, json_body, lenient, search_items
-from parcours.fhir.search import match_bundle, parse_search, searchset
+from parcours.fhir.search import match_bundle, page, parse_search, searchset
 from parcours.storage.deps import db_session
 
 SessionDep = Annotated[Session, Depends(db_session, scope="function")]
@@ -368,11 +368,7 @@ def router() -> APIRouter:
         unknown = set(params) - {"patient", "_count", "_offset"}
         if unknown or "patient" not in params:
             raise BadRequest("AuditEvent : recherche par patient seulement (patient=<id>).")
-        try:
-            count = min(int(params.get("_count", "50")), 500)
-            offset = int(params.get("_offset", "0"))
-        except ValueError:
-            raise BadRequest("_count et _offset sont des entiers.") from None
+        count, offset = page(params)
         patient_id = check_id("Patient", params["patient"].rsplit("/", 1)[-1])
         events = records.traces(session, principal, patient_id, count, offset)
         return FHIRResponse(match_bundle(fhir_base(request), events))

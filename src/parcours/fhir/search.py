@@ -216,6 +216,13 @@ def _int_param(name: str, raw: str, *, minimum: int, maximum: int | None) -> int
     return value
 
 
+def page(params: dict[str, str], *, default: int = 50, maximum: int = 500) -> tuple[int, int]:
+    """``_count`` and ``_offset`` of an unpaged search, with the grammar's own messages."""
+    count = _int_param("_count", params.get("_count", str(default)), minimum=0, maximum=maximum)
+    offset = _int_param("_offset", params.get("_offset", "0"), minimum=0, maximum=None)
+    return count, offset
+
+
 def match_bundle(
     base: str, resources: list[dict[str, Any]], total: int | None = None
 ) -> dict[str, Any]:

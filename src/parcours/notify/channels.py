@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from parcours.config import Settings
 from parcours.notify.models import InboxMessage, Notification
 from parcours.notify.render import Rendered
 from parcours.storage.models import utcnow
@@ -179,19 +180,18 @@ class EmailChannel:
         return reference
 
 
-def configured_channels(settings: object) -> list[Channel]:
+def configured_channels(settings: Settings) -> list[Channel]:
     """The inbox always; e-mail when an SMTP relay is configured."""
     channels: list[Channel] = [InboxChannel()]
-    url = getattr(settings, "smtp_url", "")
-    if url:
+    if settings.smtp_url:
         channels.append(
             EmailChannel(
                 SmtpSettings(
-                    url=url,
-                    sender=getattr(settings, "notify_sender", "notifications@parcours.invalid"),
-                    user=getattr(settings, "smtp_user", ""),
-                    password=getattr(settings, "smtp_password", ""),
-                    ca_file=getattr(settings, "smtp_ca_file", ""),
+                    url=settings.smtp_url,
+                    sender=settings.notify_sender,
+                    user=settings.smtp_user,
+                    password=settings.smtp_password,
+                    ca_file=settings.smtp_ca_file,
                 )
             )
         )

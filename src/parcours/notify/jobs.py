@@ -19,17 +19,13 @@ ANNOUNCEMENT_PERIOD_SECONDS = 300.0
 RETENTION_PERIOD_SECONDS = 6 * 3600.0
 
 
-def checkpoint_key_file() -> str:
-    return "audit-checkpoint-es256.pem"
-
-
 def make_checkpoint(
     db: Database, settings: Settings, grace_seconds: int = 60
 ) -> AuditCheckpoint | None:
-    from parcours.audit.service import checkpoint
+    from parcours.audit.service import CHECKPOINT_KEY_FILE, checkpoint
     from parcours.auth import keys
 
-    key = keys.load_or_create(settings.keys_dir, checkpoint_key_file())
+    key = keys.load_or_create(settings.keys_dir, CHECKPOINT_KEY_FILE)
     return checkpoint(db, key.private_key, key.kid, grace_seconds=grace_seconds)
 
 

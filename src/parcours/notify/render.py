@@ -42,6 +42,9 @@ def render(event: str, recipient_kind: str, payload: dict[str, Any]) -> Rendered
     who = payload.get("acteur") or "un professionnel de santé"
     when = _when(payload.get("date", ""))
     to_ps = recipient_kind in ("mt", "previous_mt", "target")
+    # Emergency accesses are told to the holder and to his médecin traitant alike.
+    to_record = "au DMP de votre patient" if to_ps else "à votre Dossier Médical Partagé"
+    the_record = "le DMP de votre patient" if to_ps else "votre Dossier Médical Partagé"
     texts: dict[str, tuple[str, str]] = {
         "record-created": (
             "Votre Dossier Médical Partagé a été créé",
@@ -55,13 +58,13 @@ def render(event: str, recipient_kind: str, payload: dict[str, Any]) -> Rendered
         ),
         "bris-de-glace": (
             "Accès en urgence (bris de glace) au DMP",
-            f"{who} a accédé en urgence (« bris de glace ») au Dossier Médical Partagé le "
-            f"{when}. Le motif déclaré est conservé dans l'historique des accès.",
+            f"{who} a accédé en urgence (« bris de glace ») {to_record} le {when}. Le motif "
+            "déclaré est conservé dans l'historique des accès.",
         ),
         "centre-15": (
             "Accès du médecin régulateur (centre 15) au DMP",
-            f"Le médecin régulateur du SAMU-centre 15 ({who}) a consulté le Dossier Médical "
-            f"Partagé le {when}, lors d'un appel.",
+            f"Le médecin régulateur du SAMU-centre 15 ({who}) a consulté {the_record} le "
+            f"{when}, lors d'un appel.",
         ),
         "new-document": (
             "Un nouveau document est disponible dans votre DMP",
@@ -121,6 +124,4 @@ def render(event: str, recipient_kind: str, payload: dict[str, Any]) -> Rendered
         event,
         ("Votre DMP a été mis à jour", f"Votre DMP a été mis à jour le {when}."),
     )
-    if to_ps and event in ("bris-de-glace", "centre-15"):
-        body = body.replace("au Dossier Médical Partagé", "au DMP de votre patient")
     return Rendered(subject, body + (_PS_SIGNATURE if to_ps else _SIGNATURE))

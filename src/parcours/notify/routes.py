@@ -19,7 +19,7 @@ from parcours.auth.principal import Principal
 from parcours.fhir.errors import BadRequest, NotFound
 from parcours.fhir.responses import FHIRResponse
 from parcours.fhir.routing import check_id, fhir_base, search_items
-from parcours.fhir.search import match_bundle
+from parcours.fhir.search import match_bundle, page
 from parcours.identity.ins import INS_OID_NIR
 from parcours.identity.professional import IDNPS_OID
 from parcours.notify.models import InboxMessage
@@ -74,11 +74,7 @@ def router() -> APIRouter:
                 f"Communication : paramètre(s) non pris en charge : {', '.join(sorted(unknown))} "
                 "(la boîte de réception ne se filtre que par _count et _offset)."
             )
-        try:
-            count = min(max(int(params.get("_count", "50")), 0), 200)
-            offset = max(int(params.get("_offset", "0")), 0)
-        except ValueError:
-            raise BadRequest("_count et _offset sont des entiers.") from None
+        count, offset = page(params, maximum=200)
         total = session.execute(
             select(func.count()).select_from(InboxMessage).where(_mine(principal))
         ).scalar_one()

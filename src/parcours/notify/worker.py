@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from parcours.audit.service import AuditEntry, append
+from parcours.audit.service import append, system_entry
 from parcours.notify.channels import Channel, ChannelError
 from parcours.notify.models import Delivery, Notification
 from parcours.notify.render import render
@@ -61,20 +61,14 @@ def _trace(session: Session, n: Notification, channel: str, outcome: int, refere
     """Each delivery is itself traced, in the transaction that marks it (issue #5 §5)."""
     append(
         session,
-        AuditEntry(
-            request_id=uuid.uuid4().hex,
-            actor_kind="system",
-            actor_id="notify-worker",
-            actor_structure=None,
-            access_mode="normal",
-            action="notify",
-            resource_type="Communication",
-            resource_id=n.id,
-            query=f"channel={channel}&event={n.event}&recipient={n.recipient_kind}",
+        system_entry(
+            "notify-worker",
+            "notify",
+            "Communication",
+            n.id,
+            n.patient_id,
             outcome=outcome,
-            client_ip=None,
-            patient_id=n.patient_id,
-            rule=None,
+            query=f"channel={channel}&event={n.event}&recipient={n.recipient_kind}",
             justification=reference[:200] if outcome >= 400 else None,
         ),
     )
