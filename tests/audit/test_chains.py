@@ -177,20 +177,20 @@ def test_cli_verify_reports_an_altered_row(
 
 
 def test_a_stale_cached_head_is_refused_by_the_constraint_then_retried(db: Database) -> None:
-    """The optimistic append (PostgreSQL's path) trusts the head this process last wrote; when
+    """The optimistic append (every bare trace's path) trusts the head this process last wrote; when
     another process moved the chain meanwhile, the (chain, prev_hash) constraint refuses the
     row and the append retries under the lock: no fork, no lost trace."""
     from parcours.audit import service
 
     service._record_optimistic(db, _entry("A"))  # caches A's head
     first = _rows(db)[0]
-    assert service._heads[(db.url, "A")] == first.hash
+    assert service._heads[db]["A"] == first.hash
     with db.engine.begin() as connection:  # "another process" appends to A
         service._append(connection, _entry("A"))
-    assert service._heads[(db.url, "A")] == first.hash  # now stale
+    assert service._heads[db]["A"] == first.hash  # now stale
     service._record_optimistic(db, _entry("A"))  # refused by the constraint, then retried
     rows = [r for r in _rows(db) if r.chain == "A"]
     assert len(rows) == 3
-    assert service._heads[(db.url, "A")] == rows[2].hash
+    assert service._heads[db]["A"] == rows[2].hash
     assert [r.prev_hash for r in rows] == [GENESIS, rows[0].hash, rows[1].hash]
     assert verify(db).ok

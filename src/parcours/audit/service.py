@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -204,15 +205,12 @@ def record(db: Database, entry: AuditEntry, notifications: Sequence[Any] = ()) -
     """Append in a transaction of its own (reads, whose action writes nothing else), with the
     notifications the decision obliged: both commit, or neither (outbox, R45)."""
     # SQLite has one writer at a time anyway: queue in-process rather than on its busy timeout.
-    if not notifications and db.dialect == "postgresql":
-        _record_optimistic(db, entry)
-        return
     guard = _lock if db.dialect == "sqlite" else contextlib.nullcontext()
+    if not notifications:  # the common case: a bare connection, no ORM session
+        with guard:
+            _record_optimistic(db, entry)
+        return
     with guard:
-        if not notifications:  # the common case: a bare connection, no ORM session
-            with db.engine.begin() as connection:
-                _append(connection, entry)
-            return
         from parcours.notify import outbox
 
         with db.session() as session:
@@ -220,31 +218,37 @@ def record(db: Database, entry: AuditEntry, notifications: Sequence[Any] = ()) -
             outbox.write(session, list(notifications), entry.request_id, event.recorded_at)
 
 
-_heads: dict[tuple[str, str], str] = {}  # (database url, chain) -> last hash this process wrote
+# Per Database object (not per URL: a database recreated at the same URL must not inherit the
+# heads of the old one, which no row of the new one would contradict): chain -> last hash this
+# process wrote.
+_heads: weakref.WeakKeyDictionary[Database, dict[str, str]] = weakref.WeakKeyDictionary()
 _heads_lock = threading.Lock()
 _OPTIMISTIC_ATTEMPTS = 3
 
 
 def _record_optimistic(db: Database, entry: AuditEntry) -> None:
-    """PostgreSQL: a trace is one INSERT and a COMMIT when this process wrote the chain's last
-    row (the usual case: a record is mostly read through one instance); two round trips fewer
-    than lock-then-read. A stale head is refused by the (chain, prev_hash) constraint and the
-    next attempt reads the head under the chain's lock."""
-    key = (db.url, chain_of(entry))
+    """A trace is one INSERT and a COMMIT when this process wrote the chain's last row (the
+    usual case: a record is mostly read through one instance); on PostgreSQL two round trips
+    fewer than lock-then-read, on SQLite one (0.09 ms of a 0.35 ms append, bench step 5). A
+    stale head is refused by the (chain, prev_hash) constraint and the next attempt reads the
+    head under the chain's lock."""
+    key = chain_of(entry)
+    with _heads_lock:
+        heads = _heads.setdefault(db, {})
     for attempt in range(_OPTIMISTIC_ATTEMPTS):
         with _heads_lock:
-            head = _heads.get(key) if attempt == 0 else None
+            head = heads.get(key) if attempt == 0 else None
         try:
             with db.engine.begin() as connection:
                 appended = _append(connection, entry, known_head=head)
         except IntegrityError:
             with _heads_lock:
-                _heads.pop(key, None)
+                heads.pop(key, None)
             if head is None:
                 raise  # read under the lock and still refused: not a stale head
             continue
         with _heads_lock:
-            _heads[key] = appended.hash
+            heads[key] = appended.hash
         return
 
 
