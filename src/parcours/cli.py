@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from parcours import config, logs
+from parcours.messagerie import cli as mss_cli
 from parcours.storage import migrate
 from parcours.storage.db import Database
 
@@ -34,6 +35,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(dossier_app, name="dossier")
 notify_app = typer.Typer(help="Notifications (boîte d'envoi, distribution).", no_args_is_help=True)
 app.add_typer(notify_app, name="notify")
+app.add_typer(mss_cli.mss_app, name="mss")
 
 err = Console(stderr=True)
 
@@ -541,10 +543,32 @@ def demo(
     from parcours.dossier.store import open_store
 
     manifest["demo_patients"] = ensure_demo_records(db, open_store(settings), manifest, seed=seed)
+    from parcours.demo import mss as demo_mss
+
+    directory = setup.territory_dir(settings)
+    extracts = sorted(directory.glob("PS_LibreAcces_Personne_activite_*.txt")) + sorted(
+        directory.glob("Extraction_Correspondance_MSSante_*.txt")
+    )
+    mss_configs = demo_mss.prepare(
+        db,
+        settings,
+        extracts,
+        lambda target, files: import_extracts(target, files),
+        manifest["demo_patients"] or [],
+    )
+    manifest["mss"] = demo_mss.describe(settings, mss_configs)
     _write_instance_file(settings)
     setup.print_welcome(Console(width=max(Console().width, 150)), settings, manifest)
     if not no_serve:
-        _serve(settings, host, port)
+        from parcours.app import build_verifier
+        from parcours.auth import keys
+
+        verifier = build_verifier(settings, keys.load_or_create(settings.keys_dir))
+        operators = demo_mss.start(mss_configs, verifier)
+        try:
+            _serve(settings, host, port)
+        finally:
+            operators.stop()
 
 
 def main() -> None:

@@ -51,6 +51,25 @@ class Settings:
     notify_lease_seconds: int = 120
     notify_max_attempts: int = 8
     audit_checkpoint_minutes: int = 15
+    # MSSanté operator (``parcours mss serve``; ``parcours demo`` runs two of them). Domains are
+    # space-separated; routes "domain=host:port" (the relay port of another operator) replace
+    # the MX look-up for the domains they name.
+    mss_domains: str = ""
+    mss_patient_domains: str = ""
+    mss_hostname: str = "localhost"
+    mss_host: str = "127.0.0.1"
+    mss_cert: str = ""
+    mss_key: str = ""
+    mss_ca_bundle: str = ""
+    mss_liste_blanche: str = ""
+    mss_routes: str = ""
+    mss_submission_port: int = 587
+    mss_submissions_port: int = 465
+    mss_relay_port: int = 25
+    mss_imap_port: int = 143
+    mss_imaps_port: int = 993
+    mss_max_message_bytes: int = 10 * 1024 * 1024
+    mss_first_retry_seconds: float = 30.0  # outbound relay back-off: doubles up to an hour
 
     @property
     def is_development(self) -> bool:
@@ -95,6 +114,22 @@ _FIELDS = {
     "notify_lease_seconds": int,
     "notify_max_attempts": int,
     "audit_checkpoint_minutes": int,
+    "mss_domains": str,
+    "mss_patient_domains": str,
+    "mss_hostname": str,
+    "mss_host": str,
+    "mss_cert": str,
+    "mss_key": str,
+    "mss_ca_bundle": str,
+    "mss_liste_blanche": str,
+    "mss_routes": str,
+    "mss_submission_port": int,
+    "mss_submissions_port": int,
+    "mss_relay_port": int,
+    "mss_imap_port": int,
+    "mss_imaps_port": int,
+    "mss_max_message_bytes": int,
+    "mss_first_retry_seconds": float,
 }
 
 

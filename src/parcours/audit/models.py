@@ -37,6 +37,8 @@ class AuditEvent(Base):
     call_id: Mapped[str | None] = mapped_column(String(64))
     on_behalf_of: Mapped[str | None] = mapped_column(String(64))  # structure asserting the PS
     policy_version: Mapped[str | None] = mapped_column(String(16))
+    # MSSanté message events: the mailbox concerned (chain "mss:<digest>", one per mailbox).
+    mailbox: Mapped[str | None] = mapped_column(String(320), index=True)
     # The chain this row belongs to: one per DMP (the patient id), "-" for accesses that
     # concern no record (reference dmp-access.md §3.1, "hash-chained per record"). Rows written
     # before chains were split have NULL and form the original single chain.

@@ -54,6 +54,7 @@ TOMBSTONE_FIELDS = (
     "justification",
     "call_id",
     "on_behalf_of",
+    "mailbox",
 )
 _lock = threading.Lock()
 
@@ -77,6 +78,8 @@ class AuditEntry:
     call_id: str | None = None
     on_behalf_of: str | None = None
     policy_version: str | None = None
+    # The MSSanté mailbox a message event concerns (its owner reads these traces).
+    mailbox: str | None = None
 
 
 def system_entry(
@@ -117,7 +120,15 @@ def system_entry(
 # Fields added after the chain started: left out of the digest when empty, so that records
 # written before they existed still verify.
 _OPTIONAL = frozenset(
-    {"patient_id", "rule", "justification", "call_id", "on_behalf_of", "policy_version"}
+    {
+        "patient_id",
+        "rule",
+        "justification",
+        "call_id",
+        "on_behalf_of",
+        "policy_version",
+        "mailbox",
+    }
 )
 
 
@@ -135,7 +146,13 @@ def _digest(
 
 
 def chain_of(entry: AuditEntry) -> str:
-    return entry.patient_id or NO_RECORD
+    """A DMP record's accesses chain together, and so do a mailbox's message events: writers
+    of different records or mailboxes never wait for each other."""
+    if entry.patient_id:
+        return entry.patient_id
+    if entry.mailbox:
+        return "mss:" + hashlib.sha256(entry.mailbox.encode()).hexdigest()[:40]
+    return NO_RECORD
 
 
 def _chain_lock_key(chain: str) -> int:

@@ -98,3 +98,32 @@ def print_welcome(console: Console, settings: Settings, manifest: dict[str, Any]
                 f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/fhir/Practitioner?{query}"'
             )
     console.print()
+    print_mssante(console, manifest)
+
+
+def print_mssante(console: Console, manifest: dict[str, Any]) -> None:
+    mss = manifest.get("mss")
+    if not mss:
+        return
+    console.print("[bold]MSSanté : deux opérateurs sur 127.0.0.1, relais en TLS mutuel[/]")
+    for op in mss["operators"]:
+        console.print(
+            f"  {op['name']:<14} {', '.join(op['domains'][:3])}"
+            f"{' …' if len(op['domains']) > 3 else ''}"
+        )
+        console.print(
+            f"      SMTP soumission {op['submission']} (STARTTLS) / {op['submissions']} (TLS), "
+            f"IMAP {op['imap']} (STARTTLS) / {op['imaps']} (TLS), relais {op['relay']}"
+        )
+    console.print(f"  Autorité de confiance (PKI de test jouant IGC-Santé) : {mss['ca_bundle']}")
+    console.print(
+        "  Authentification : XOAUTH2 ou OAUTHBEARER avec un jeton « parcours token » (ou ce"
+    )
+    console.print("  jeton comme mot de passe) ; utilisateur = l'adresse de la BAL.")
+    login = mss.get("chu_login")
+    if login:
+        console.print(
+            f"  BAL du CHU : {login['address']} "
+            f"(jeton : parcours token --rpps {login['idnat'][1:]})"
+        )
+    console.print()

@@ -37,7 +37,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def _sqlite_full_sync(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.close()
+
+
+def make_engine(url: str, *, durable: bool = False) -> Engine:
+    """``durable``: on SQLite every COMMIT syncs the WAL to disk (``synchronous=FULL``), for
+    writers that promise durability to a peer at commit time (the mail queue answers 250 only
+    after it). PostgreSQL's default ``synchronous_commit=on`` already does so."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -45,6 +54,8 @@ def make_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        if durable:
+            event.listen(engine, "connect", _sqlite_full_sync)
         return engine
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
@@ -52,9 +63,9 @@ def make_engine(url: str) -> Engine:
 class Database:
     """One engine and its session factory; the app, the CLI and the tests each hold one."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, durable: bool = False) -> None:
         self.url = normalise_url(url)
-        self.engine = make_engine(self.url)
+        self.engine = make_engine(self.url, durable=durable)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
