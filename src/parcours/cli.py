@@ -564,7 +564,7 @@ def demo(
         from parcours.auth import keys
 
         verifier = build_verifier(settings, keys.load_or_create(settings.keys_dir))
-        operators = demo_mss.start(mss_configs, verifier)
+        operators = demo_mss.start(mss_configs, verifier, open_store(settings))
         try:
             _serve(settings, host, port)
         finally:

@@ -61,7 +61,12 @@ def test_search_never_fails_with_500(
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(resource=st.sampled_from(sorted(KINDS)), rid=st.text(min_size=1, max_size=80))
+# "." and ".." are dot-segments: the client removes them from the path (RFC 3986 §5.2.4)
+# before any server sees them, so they are not ids the server could be asked for.
+@given(
+    resource=st.sampled_from(sorted(KINDS)),
+    rid=st.text(min_size=1, max_size=80).filter(lambda r: r not in (".", "..")),
+)
 def test_read_never_fails_with_500(api: Api, resource: str, rid: str) -> None:
     response = api.get(f"/fhir/{resource}/{quote(rid, safe='')}")
     assert response.status_code in (200, 400, 404), (rid, response.text)

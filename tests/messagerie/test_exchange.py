@@ -5,11 +5,14 @@ an MDN that comes back to A."""
 
 from __future__ import annotations
 
+import contextlib
 import email
+import smtplib
 import time
 from email import policy
 from email.message import EmailMessage
 from email.utils import make_msgid
+from typing import Any
 
 from sqlalchemy import select
 
@@ -142,3 +145,44 @@ def test_ps_of_a_sends_an_xdm_to_ps_of_b_who_reads_it_and_acknowledges(operators
     assert any(action.startswith("mss-imap") for _, action in b_events)
     assert verify(pair.a.db).ok and verify(pair.b.db).ok
     assert DOMAIN_B in {q.domain for q in queued}
+
+
+def test_the_mailbox_owner_reads_its_message_events_over_fhir(operators: Pair) -> None:
+    """Issue #6 §6: every message event traced without content, queryable by the mailbox
+    owner (FHIR AuditEvent, ``entity-name`` = the address) and by nobody else."""
+    from fastapi.testclient import TestClient
+
+    from parcours.app import create_app
+
+    pair = operators
+    with pair.smtp(pair.a, DUPONT_A, pair.token("8" + DUPONT)) as client:
+        client.send_message(letter(DUPONT_A, MARTIN_B, subject="Résultats de M. Secret"))
+        with contextlib.suppress(smtplib.SMTPRecipientsRefused):
+            client.send_message(letter(DUPONT_A, "x@gmail.com"))
+    wait_for(lambda: inbox_count(pair, pair.b, MARTIN_B, "8" + MARTIN) == 1)
+    app = create_app(pair.settings, pair.a.db)
+    with TestClient(app) as http:
+
+        def get(who: str) -> Any:
+            return http.get(
+                "/fhir/AuditEvent",
+                params={"entity-name": DUPONT_A},
+                headers={"Authorization": f"Bearer {pair.token(who)}"},
+            )
+
+        mine = get("8" + DUPONT)
+        assert mine.status_code == 200, mine.text
+        events = [e["resource"] for e in mine.json()["entry"]]
+        actions = {e["subtype"][0]["code"] for e in events}
+        assert {"mss-authentification", "mss-soumission", "mss-refus"} <= actions
+        assert wait_for(
+            lambda: (
+                "mss-relais-sortant"
+                in {e["resource"]["subtype"][0]["code"] for e in get("8" + DUPONT).json()["entry"]}
+            )
+        )
+        assert "Secret" not in mine.text  # no subject, no body
+        assert all(any(x.get("name") == DUPONT_A for x in e["entity"]) for e in events)
+        other = get("8" + MARTIN)
+        assert other.status_code == 403
+        assert other.json()["resourceType"] == "OperationOutcome"

@@ -218,6 +218,9 @@ def test_relay_refusals(operators: Pair) -> None:
     # IN-17: a null reverse-path (DSN/MDN) from a listed operator is accepted.
     code, _ = rogue.docmd("MAIL", "FROM:<>")
     assert code == 250
+    code, _ = rogue.docmd("RCPT", f"TO:<{DUPONT_A}>")
+    assert code == 250  # and its recipient too (a report is only useful delivered)
+    rogue.docmd("RSET")
     rogue.quit()
 
     # IN-3 / IN-11 / IN-12: foreign CA, expired certificate, TLS 1.1: no handshake.

@@ -42,6 +42,17 @@ def render(event: AuditEvent) -> dict[str, Any]:
                 },
             }
         )
+    if event.mailbox:  # an MSSanté message event: the mailbox, and what happened, no content
+        mailbox: dict[str, Any] = {
+            "name": event.mailbox,
+            "type": {
+                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                "code": "2",
+            },
+        }
+        if event.query:
+            mailbox["description"] = event.query
+        entity.append(mailbox)
     if event.resource_type and event.resource_id:
         entity.append({"what": {"reference": f"{event.resource_type}/{event.resource_id}"}})
     resource: dict[str, Any] = {
@@ -60,7 +71,8 @@ def render(event: AuditEvent) -> dict[str, Any]:
         "action": _ACTIONS.get(event.action, "E"),
         "recorded": event.recorded_at.isoformat(),
         "outcome": _outcome(event.outcome),
-        "outcomeDesc": f"HTTP {event.outcome}" + (f" — règle {event.rule}" if event.rule else ""),
+        "outcomeDesc": (f"code {event.outcome}" if event.mailbox else f"HTTP {event.outcome}")
+        + (f" — règle {event.rule}" if event.rule else ""),
         "agent": [
             {
                 "type": {"text": event.actor_kind},

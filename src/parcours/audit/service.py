@@ -240,7 +240,7 @@ def record(db: Database, entry: AuditEntry, notifications: Sequence[Any] = ()) -
 # process wrote.
 _heads: weakref.WeakKeyDictionary[Database, dict[str, str]] = weakref.WeakKeyDictionary()
 _heads_lock = threading.Lock()
-_OPTIMISTIC_ATTEMPTS = 3
+_OPTIMISTIC_ATTEMPTS = 5
 
 
 def _record_optimistic(db: Database, entry: AuditEntry) -> None:
@@ -261,8 +261,12 @@ def _record_optimistic(db: Database, entry: AuditEntry) -> None:
         except IntegrityError:
             with _heads_lock:
                 heads.pop(key, None)
-            if head is None:
-                raise  # read under the lock and still refused: not a stale head
+            # Another writer moved the chain between our read of its head and our insert: an
+            # optimistic writer (which takes no lock), or on SQLite one appending inside a
+            # longer transaction (the mail relay settling a round), since SQLite reads the head
+            # before taking its write lock. Read the head again, a bounded number of times.
+            if attempt == _OPTIMISTIC_ATTEMPTS - 1:
+                raise
             continue
         with _heads_lock:
             heads[key] = appended.hash

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from parcours.annuaire.models import Practitioner
 from parcours.auth.tokens import TokenVerifier
 from parcours.config import Settings
+from parcours.dossier.store import DocumentStore
 from parcours.messagerie import service
 from parcours.messagerie.listeblanche import Entry, to_xml
 from parcours.messagerie.operator import Operator, OperatorConfig
@@ -151,8 +152,13 @@ def prepare(
     return a, b
 
 
-def start(configs: tuple[OperatorConfig, OperatorConfig], verifier: TokenVerifier) -> DemoOperators:
-    a = Operator(configs[0], verifier).start()
+def start(
+    configs: tuple[OperatorConfig, OperatorConfig],
+    verifier: TokenVerifier,
+    document_store: DocumentStore | None = None,
+) -> DemoOperators:
+    """A, on the platform's database, files XDM mail sent to dmp@<its domains> into the DMP."""
+    a = Operator(configs[0], verifier, document_store=document_store).start()
     b = Operator(configs[1], verifier).start()
     return DemoOperators(a, b, configs[0].ca_bundle)
 

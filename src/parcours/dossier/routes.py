@@ -365,10 +365,26 @@ def router() -> APIRouter:
         session: SessionDep,
     ) -> FHIRResponse:
         params = dict(items)
+        count, offset = page(params)
+        if "entity-name" in params and "patient" not in params:
+            # The message events of an MSSanté mailbox, for whoever may open it.
+            if set(params) - {"entity-name", "_count", "_offset"}:
+                raise BadRequest("AuditEvent : entity-name ne se combine qu'avec _count/_offset.")
+            from parcours.messagerie import service as messagerie
+
+            try:
+                events = messagerie.traces_for(
+                    session, principal, params["entity-name"], count, offset
+                )
+            except messagerie.AccessDenied as exc:
+                raise FHIRError(403, "forbidden", str(exc)) from None
+            return FHIRResponse(match_bundle(fhir_base(request), events))
         unknown = set(params) - {"patient", "_count", "_offset"}
         if unknown or "patient" not in params:
-            raise BadRequest("AuditEvent : recherche par patient seulement (patient=<id>).")
-        count, offset = page(params)
+            raise BadRequest(
+                "AuditEvent : recherche par patient (patient=<id>) ou par BAL MSSanté "
+                "(entity-name=<adresse>) seulement."
+            )
         patient_id = check_id("Patient", params["patient"].rsplit("/", 1)[-1])
         events = records.traces(session, principal, patient_id, count, offset)
         return FHIRResponse(match_bundle(fhir_base(request), events))

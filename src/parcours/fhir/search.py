@@ -143,7 +143,7 @@ def parse_search(
                 query.echo.append((name_with_mod, str(query.count)))
                 continue
             if name in ("_offset", "_getpagesoffset"):
-                query.offset = _int_param(name, raw, minimum=0, maximum=None)
+                query.offset = _int_param(name, raw, minimum=0, maximum=MAX_OFFSET)
                 continue
             if name == "_totalMethod":
                 # Aidbox/fhirpy's spelling of _total (fhirpy's .count() sends it): accepted as
@@ -204,6 +204,11 @@ def parse_search(
     return query
 
 
+# Past any table's size an offset only yields an empty page; beyond a signed 64-bit integer it
+# would make PostgreSQL fail (found by tests/annuaire/test_search_fuzz.py): clamp it.
+MAX_OFFSET = 1_000_000_000
+
+
 def _int_param(name: str, raw: str, *, minimum: int, maximum: int | None) -> int:
     try:
         value = int(raw)
@@ -219,7 +224,7 @@ def _int_param(name: str, raw: str, *, minimum: int, maximum: int | None) -> int
 def page(params: dict[str, str], *, default: int = 50, maximum: int = 500) -> tuple[int, int]:
     """``_count`` and ``_offset`` of an unpaged search, with the grammar's own messages."""
     count = _int_param("_count", params.get("_count", str(default)), minimum=0, maximum=maximum)
-    offset = _int_param("_offset", params.get("_offset", "0"), minimum=0, maximum=None)
+    offset = _int_param("_offset", params.get("_offset", "0"), minimum=0, maximum=MAX_OFFSET)
     return count, offset
 
 

@@ -165,7 +165,11 @@ def serve() -> None:
         _fail(str(exc), 2)
         return
     dev_key = keys.load_or_create(settings.keys_dir) if settings.is_development else None
-    operator = Operator(operator_config, build_verifier(settings, dev_key)).start()
+    from parcours.dossier.store import open_store
+
+    operator = Operator(
+        operator_config, build_verifier(settings, dev_key), document_store=open_store(settings)
+    ).start()
     ports = ", ".join(f"{name} {port}" for name, port in operator.ports.items())
     typer.echo(f"opérateur MSSanté {' '.join(operator_config.domains)} : {ports}", err=True)
     stop = threading.Event()

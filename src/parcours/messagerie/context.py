@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from parcours.dossier.store import DocumentStore
 from parcours.messagerie.listeblanche import ListeBlancheSource
 from parcours.messagerie.mailstore import MailStore
 from parcours.messagerie.service import MailboxAuthenticator
@@ -43,6 +44,9 @@ class OperatorContext:
     delay_warning: timedelta = timedelta(hours=4)
     first_retry_seconds: float = 30.0
     max_retry_seconds: float = 3600.0
+    # The DMP's document store when this operator files XDM mail sent to dmp@<domain>
+    # (messagerie.filing); None: those addresses are ordinary applicative mailboxes.
+    document_store: DocumentStore | None = None
 
     def hosts(self, domain: str) -> bool:
         return domain.lower() in self.domains

@@ -98,6 +98,7 @@ _TYPOGRAPHY: Final = str.maketrans(
         "\u00a0": " ",
         "\u202f": " ",
         "\u0153": "oe",
+        "\u00a7": "par. ",
         "\u0152": "OE",
         "\u00e6": "ae",
         "\u00c6": "AE",

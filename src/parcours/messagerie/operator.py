@@ -13,6 +13,7 @@ from typing import Any
 
 from parcours.auth.tokens import TokenVerifier
 from parcours.config import Settings
+from parcours.dossier.store import DocumentStore
 from parcours.messagerie import queue
 from parcours.messagerie.context import DEFAULT_MAX_MESSAGE_BYTES, OperatorContext
 from parcours.messagerie.listeblanche import ListeBlancheSource
@@ -109,7 +110,15 @@ def config_from_settings(settings: Settings, name: str = "operateur") -> Operato
 
 
 class Operator:
-    def __init__(self, config: OperatorConfig, verifier: TokenVerifier) -> None:
+    """``document_store``: the DMP's, when this operator files XDM mail sent to its
+    ``dmp@<domain>`` applicative mailboxes into the DMP (same database)."""
+
+    def __init__(
+        self,
+        config: OperatorConfig,
+        verifier: TokenVerifier,
+        document_store: DocumentStore | None = None,
+    ) -> None:
         self.config = config
         self.db = Database(config.database_url, durable=True)
         blobs = LocalBlobStore(config.data_dir / "mss-blobs")
@@ -135,8 +144,10 @@ class Operator:
             routes=dict(config.routes),
             max_message_bytes=config.max_message_bytes,
             first_retry_seconds=config.first_retry_seconds,
+            document_store=document_store,
         )
         self.relay = queue.RelayWorker(self.ctx, poll_seconds=config.relay_poll_seconds)
+
         self._controllers: list[Any] = []
         self._imap: Any = None
         self._stop = threading.Event()

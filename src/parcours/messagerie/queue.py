@@ -29,6 +29,7 @@ import aiosmtplib
 from cryptography import x509
 from sqlalchemy import or_, select, update
 
+from parcours.audit.service import AuditEntry, append, chain_of
 from parcours.messagerie import service
 from parcours.messagerie.context import OperatorContext
 from parcours.messagerie.mailstore import MailFolder, MailMessage
@@ -114,6 +115,14 @@ def accept(
     Message-ID)."""
     remote = [r for r in recipients if not ctx.hosts(r.address.rpartition("@")[2])]
     local = [r for r in recipients if ctx.hosts(r.address.rpartition("@")[2])]
+    # --- DMP filing hook (filing.py): a filing address (dmp@<domain>) is filed into the DMP,
+    # not delivered; filing answers the sender itself and raises AcceptError only when the
+    # message could be neither filed nor kept. Late import: filing imports this module.
+    from parcours.messagerie import filing
+
+    filed = [r for r in local if filing.handles(ctx, r.address)]
+    local = [r for r in local if r not in filed]
+    # --- end of DMP filing hook (continued below)
     if remote:
         enqueue(ctx, mail_from, remote, raw, mail_dsn or {})
     for recipient in local:
@@ -122,6 +131,8 @@ def accept(
         except Exception as exc:
             log.exception("local delivery failed")
             raise AcceptError(str(exc)) from exc
+    for recipient in filed:  # DMP filing hook: last, once the other copies are durable
+        filing.file_accepted(ctx, recipient.address, mail_from, raw)
 
 
 def enqueue(
@@ -240,6 +251,11 @@ async def relay_one(
                     results[row.id] = Attempt(code, text)
                 else:
                     results[row.id] = Attempt(250, reply)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                refusal = exc.recipients[0]
+                results[row.id] = Attempt(refusal.code, refusal.message)
+                with contextlib.suppress(Exception):
+                    await client.rset()
             except aiosmtplib.SMTPResponseException as exc:
                 results[row.id] = Attempt(exc.code, exc.message)
                 with contextlib.suppress(Exception):
@@ -277,23 +293,33 @@ def lease(ctx: OperatorContext, worker: str, limit: int, lease_seconds: float) -
                 .limit(limit)
             ).scalars()
         )
-        claimed = []
-        for row_id in ids:  # compare-and-set: another worker may have taken it meanwhile
-            done = session.execute(
-                update(QueuedMessage)
-                .where(
-                    QueuedMessage.id == row_id,
-                    QueuedMessage.status == "queued",
-                    or_(
-                        QueuedMessage.claimed_until.is_(None),
-                        QueuedMessage.claimed_until < now,
-                    ),
-                )
-                .values(claimed_by=worker, claimed_until=now + timedelta(seconds=lease_seconds))
+        if not ids:
+            return []
+        # One compare-and-set for the batch (another worker may have taken some meanwhile),
+        # then read back which rows carry this lease: one short write, not one per row.
+        until = now + timedelta(seconds=lease_seconds)
+        session.execute(
+            update(QueuedMessage)
+            .where(
+                QueuedMessage.id.in_(ids),
+                QueuedMessage.status == "queued",
+                or_(
+                    QueuedMessage.claimed_until.is_(None),
+                    QueuedMessage.claimed_until < now,
+                ),
             )
-            if done.rowcount:
-                claimed.append(row_id)
-    return claimed
+            .values(claimed_by=worker, claimed_until=until)
+        )
+        claimed = list(
+            session.execute(
+                select(QueuedMessage.id).where(
+                    QueuedMessage.id.in_(ids),
+                    QueuedMessage.claimed_by == worker,
+                    QueuedMessage.claimed_until == until,
+                )
+            ).scalars()
+        )
+    return sorted(claimed)
 
 
 def _backoff(ctx: OperatorContext, attempts: int) -> timedelta:
@@ -303,48 +329,83 @@ def _backoff(ctx: OperatorContext, attempts: int) -> timedelta:
 
 
 def settle(ctx: OperatorContext, worker: str, row_id: int, attempt: Attempt) -> None:
-    """Record the outcome; send the DSN the sender asked for (or the default one)."""
+    settle_many(ctx, worker, {row_id: attempt})
+
+
+def settle_many(ctx: OperatorContext, worker: str, outcomes: dict[int, Attempt]) -> None:
+    """Record a round's outcomes in one transaction, with their traces: one per message that
+    reached its end (relayed, refused, expired), and for messages that will be retried one per
+    sender and reply (a peer down for an hour must not cost a durable commit per message per
+    round). Then send the DSNs the senders asked for (or the default ones)."""
     now = utcnow()
-    report: tuple[str, str] | None = None
+    reports: list[tuple[int, str, str, Attempt]] = []
+    retried: dict[tuple[str, str], int] = {}
+    entries: list[AuditEntry] = []
     with ctx.db.session() as session:
-        row = session.get(QueuedMessage, row_id)
-        if row is None or row.claimed_by != worker or row.status != "queued":
-            return
-        row.attempts += 1
-        row.last_reply = f"{attempt.code} {attempt.reply}"[:2000]
-        row.claimed_by = row.claimed_until = None
-        notify = {n.strip().upper() for n in row.dsn.get("NOTIFY", "FAILURE,DELAY").split(",")}
-        if attempt.code < 300:
-            row.status, row.done_at = "sent", now
-            if "SUCCESS" in notify:
-                report = ("relayed", "2.0.0")
-        elif attempt.code >= 500 or now >= row.expires_at:
-            row.status, row.done_at = ("failed" if attempt.code >= 500 else "expired"), now
-            if "NEVER" not in notify:
-                status = _enhanced(attempt) if attempt.code >= 500 else "4.4.7"
-                report = ("failed", status)
-        else:
-            row.next_attempt_at = now + _backoff(ctx, row.attempts)
-            if (
-                not row.delay_reported
-                and now - row.created_at >= ctx.delay_warning
-                and "DELAY" in notify
-            ):
-                row.delay_reported = True
-                report = ("delayed", "4.4.1")
-        snapshot = (row.mail_from, row.recipient, row.message_id, row.status, row.size)
-    mail_from, recipient, message_id, status, size = snapshot
-    outcome = attempt.code if status != "expired" else 554
-    service.trace(
-        ctx.db,
-        "mss-relais-sortant",
-        mail_from or None,
-        outcome=outcome,
-        message_id=message_id,
-        detail=f"destinataire={recipient}; taille={size}; réponse={attempt.reply[:200]}",
-    )
-    if report is not None and mail_from:
-        send_dsn(ctx, row_id, report[0], report[1], attempt)
+        rows = session.execute(
+            select(QueuedMessage).where(QueuedMessage.id.in_(list(outcomes)))
+        ).scalars()
+        for row in rows:
+            attempt = outcomes[row.id]
+            if row.claimed_by != worker or row.status != "queued":
+                continue
+            row.attempts += 1
+            row.last_reply = f"{attempt.code} {attempt.reply}"[:2000]
+            row.claimed_by = row.claimed_until = None
+            notify = {n.strip().upper() for n in row.dsn.get("NOTIFY", "FAILURE,DELAY").split(",")}
+            if attempt.code < 300:
+                row.status, row.done_at = "sent", now
+                if "SUCCESS" in notify:
+                    reports.append((row.id, "relayed", "2.0.0", attempt))
+            elif attempt.code >= 500 or now >= row.expires_at:
+                row.status, row.done_at = ("failed" if attempt.code >= 500 else "expired"), now
+                if "NEVER" not in notify:
+                    # RFC 3464 §2.3.4: "failed" goes with a 5.x.x status; giving up at the
+                    # end of the queue lifetime is 5.4.7 (RFC 3463, delivery time expired).
+                    status = _enhanced(attempt) if attempt.code >= 500 else "5.4.7"
+                    reports.append((row.id, "failed", status, attempt))
+            else:
+                row.next_attempt_at = now + _backoff(ctx, row.attempts)
+                if (
+                    not row.delay_reported
+                    and now - row.created_at >= ctx.delay_warning
+                    and "DELAY" in notify
+                ):
+                    row.delay_reported = True
+                    reports.append((row.id, "delayed", "4.4.1", attempt))
+                key = (row.mail_from, f"{attempt.code} {attempt.reply[:160]}")
+                retried[key] = retried.get(key, 0) + 1
+                continue
+            entries.append(
+                service.trace_entry(
+                    "mss-relais-sortant",
+                    row.mail_from or None,
+                    outcome=attempt.code if row.status != "expired" else 554,
+                    message_id=row.message_id,
+                    detail=(
+                        f"destinataire={row.recipient}; taille={row.size}; "
+                        f"réponse={attempt.reply[:200]}"
+                    ),
+                ),
+            )
+        for (mail_from, reply), count in retried.items():
+            entries.append(
+                service.trace_entry(
+                    "mss-relais-report",
+                    mail_from or None,
+                    outcome=int(reply[:3]),
+                    detail=f"messages={count}; réponse={reply[4:]}",
+                )
+            )
+        # The queue updates first: on SQLite they take the write lock, so the chain heads read
+        # next cannot move before this commits. Chains in one order for every writer: two
+        # workers settling overlapping senders take the chains' locks (PostgreSQL) in the same
+        # order and cannot deadlock.
+        session.flush()
+        for entry in sorted(entries, key=chain_of):
+            append(session, entry)
+    for row_id, action, status, attempt in reports:
+        send_dsn(ctx, row_id, action, status, attempt)
 
 
 def _enhanced(attempt: Attempt) -> str:
@@ -417,8 +478,7 @@ async def run_once(ctx: OperatorContext, worker: str, *, limit: int = 200) -> in
         *(relay_one(ctx, tls, domain, batch) for domain, batch in by_domain.items())
     )
     for result in outcomes:
-        for row_id, attempt in result.items():
-            await asyncio.to_thread(settle, ctx, worker, row_id, attempt)
+        await asyncio.to_thread(settle_many, ctx, worker, result)
     return len(ids)
 
 

@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -293,6 +294,36 @@ def patient_may_write(session: Session, patient: str, professional: str) -> bool
 # --- traces ------------------------------------------------------------------------------
 
 
+def trace_entry(
+    event: str,
+    mailbox: str | None,
+    *,
+    outcome: int,
+    actor: tuple[str, str | None] = ("system", None),
+    message_id: str | None = None,
+    detail: str | None = None,
+    client_ip: str | None = None,
+) -> AuditEntry:
+    """One message event for the platform's hash-chained trace (the mailbox's chain): who,
+    what, which message (its Message-ID's digest), the SMTP/IMAP outcome and technical details
+    (peer DN, TLS, size, counterpart). Never a body, never a subject (reference §4.6)."""
+    resource = hashlib.sha256(message_id.encode()).hexdigest()[:40] if message_id else None
+    return AuditEntry(
+        request_id=uuid.uuid4().hex,
+        actor_kind=actor[0],
+        actor_id=actor[1],
+        actor_structure=None,
+        access_mode="normal",
+        action=event,
+        resource_type="MailMessage" if message_id else "Mailbox",
+        resource_id=resource or (mailbox[:128] if mailbox else None),
+        query=detail,
+        outcome=outcome,
+        client_ip=client_ip,
+        mailbox=mailbox,
+    )
+
+
 def trace(
     db: Database,
     event: str,
@@ -304,25 +335,17 @@ def trace(
     detail: str | None = None,
     client_ip: str | None = None,
 ) -> None:
-    """One message event in the platform's hash-chained trace (the mailbox's chain): who, what,
-    which message (its Message-ID's digest), the SMTP/IMAP outcome and technical details
-    (peer DN, TLS, size, counterpart). Never a body, never a subject (reference §4.6)."""
-    resource = hashlib.sha256(message_id.encode()).hexdigest()[:40] if message_id else None
+    """``trace_entry`` appended in a transaction of its own."""
     record(
         db,
-        AuditEntry(
-            request_id=uuid.uuid4().hex,
-            actor_kind=actor[0],
-            actor_id=actor[1],
-            actor_structure=None,
-            access_mode="normal",
-            action=event,
-            resource_type="MailMessage" if message_id else "Mailbox",
-            resource_id=resource or (mailbox[:128] if mailbox else None),
-            query=detail,
+        trace_entry(
+            event,
+            mailbox,
             outcome=outcome,
+            actor=actor,
+            message_id=message_id,
+            detail=detail,
             client_ip=client_ip,
-            mailbox=mailbox,
         ),
     )
 
@@ -369,3 +392,26 @@ def adopt_directory_mailboxes(db: Database, domains: Iterable[str]) -> int:
         ]
         session.add_all(rows)
     return len(rows)
+
+
+def traces_for(
+    session: Session, principal: Principal, mailbox: str, count: int, offset: int
+) -> list[dict[str, Any]]:
+    """The message events of a mailbox as FHIR AuditEvents, for a person who may open it (its
+    holder, an ORG mailbox's members, the patient of a patient mailbox) and nobody else."""
+    from parcours.audit.fhir import render
+
+    try:
+        address = normalise(mailbox)
+    except MailboxError as exc:
+        raise AccessDenied(str(exc)) from None
+    if address not in mailboxes_of(session, principal):
+        raise AccessDenied(f"Les traces de {address} ne sont consultables que par ses titulaires.")
+    rows = session.execute(
+        select(AuditEvent)
+        .where(AuditEvent.mailbox == address)
+        .order_by(AuditEvent.seq.desc())
+        .offset(offset)
+        .limit(count)
+    ).scalars()
+    return [render(row) for row in rows]

@@ -44,6 +44,7 @@ from parcours.messagerie.pki import liste_blanche_dn
 log = logging.getLogger("parcours.messagerie.smtp")
 
 PS_KINDS = frozenset({"PER", "ORG", "APP", "CAB"})
+NULL_SENDER = "<>"  # the null reverse-path of reports (RFC 5321 §4.5.5)
 _PATIENT_REPLY_ONLY = "550 5.7.1 Un patient ne peut que répondre à un professionnel qui lui a écrit"
 
 
@@ -147,6 +148,17 @@ class _Base:
     async def _trace(self, event: str, mailbox: str | None, outcome: int, **kw: Any) -> None:
         await asyncio.to_thread(service.trace, self.ctx.db, event, mailbox, outcome=outcome, **kw)
 
+    async def _trace_after_accept(
+        self, event: str, mailbox: str | None, outcome: int, **kw: Any
+    ) -> None:
+        """The message is durable already: a trace that cannot be written now must not turn
+        the 250 into an error (the client would send it again and it would go twice). The
+        failure is logged loudly; the relay and delivery traces still follow."""
+        try:
+            await self._trace(event, mailbox, outcome, **kw)
+        except Exception:
+            log.exception("trace %s non écrite après acceptation", event)
+
     async def on_protocol_refusal(self, server: SMTP, status: str) -> None:
         session = server.session
         mailbox = session.auth_data if session is not None else None
@@ -173,12 +185,13 @@ class _Base:
     ) -> str:
         raw = _received(self.ctx, session, protocol) + envelope.original_content
         recipients = getattr(envelope, "parcours_rcpts", [])
+        sender = "" if envelope.mail_from in (None, NULL_SENDER) else envelope.mail_from
         mail_dsn = queue.dsn_options(envelope.mail_options, queue.DSN_MAIL_KEYS)
         try:
             await asyncio.to_thread(
                 queue.accept,
                 self.ctx,
-                envelope.mail_from or "",
+                sender,
                 recipients,
                 raw,
                 mail_dsn=mail_dsn,
@@ -392,21 +405,19 @@ class SubmissionHandler(_Base):
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         mailbox = envelope.mail_from
+        envelope.original_content = complete_headers(
+            envelope.original_content, _domain(mailbox or self.ctx.hostname)
+        )
         problem = await asyncio.to_thread(
             check_content, envelope.original_content, mailbox, strict_mss=True
         )
         if problem is not None:
             await self._trace("mss-refus", mailbox, int(problem[:3]), detail=problem[4:])
             return _r(problem)
-        content = envelope.original_content
-        if b"message-id:" not in content.split(b"\r\n\r\n", 1)[0].lower():
-            # RFC 6409 §8.3: a submission server may add a missing Message-ID.
-            msgid = make_msgid(domain=_domain(mailbox or self.ctx.hostname))
-            envelope.original_content = f"Message-ID: {msgid}\r\n".encode() + content
         await asyncio.to_thread(self._patient_threads, envelope)
         answer = await self._accept(session, envelope, "ESMTPSA", mailbox)
         if answer.startswith("250"):
-            await self._trace(
+            await self._trace_after_accept(
                 "mss-soumission",
                 mailbox,
                 250,
@@ -447,6 +458,18 @@ class SubmissionHandler(_Base):
         with self.ctx.db.session() as s:
             row = service.get_mailbox(s, address)
             return row is not None and row.kind == "PAT"
+
+
+def complete_headers(raw: bytes, domain: str) -> bytes:
+    """RFC 6409 §8.1 and §8.3: a submission server may add the Date and Message-ID a client
+    left out (scripts built on ``smtplib.send_message`` do) rather than refuse the message."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
+    added = b""
+    if not head.startswith(b"date:") and b"\ndate:" not in head:
+        added += f"Date: {format_datetime(datetime.now(UTC))}\r\n".encode()
+    if not head.startswith(b"message-id:") and b"\nmessage-id:" not in head:
+        added += f"Message-ID: {make_msgid(domain=domain)}\r\n".encode()
+    return added + raw
 
 
 def check_content(raw: bytes, mail_from: str | None, *, strict_mss: bool) -> str | None:
@@ -507,7 +530,9 @@ class RelayHandler(_Base):
                 return _r("554 5.7.1 Certificat d'opérateur absent ou non inscrit en liste blanche")
             dn = session.parcours_dn  # type: ignore[attr-defined]
         if address in ("", "<>"):  # null reverse-path: DSN/MDN from a listed operator (IN-17)
-            envelope.mail_from = ""
+            # "<>", not "": aiosmtpd reads an empty sender as "no MAIL yet" and answers 503
+            # to every RCPT that follows.
+            envelope.mail_from = NULL_SENDER
         else:
             try:
                 sender = service.normalise(address)
@@ -570,7 +595,7 @@ class RelayHandler(_Base):
         if answer.startswith("250"):
             message_id = queue.message_id_of(envelope.original_content)
             for rcpt in envelope.rcpt_tos:
-                await self._trace(
+                await self._trace_after_accept(
                     "mss-relais-entrant",
                     rcpt,
                     250,
@@ -590,7 +615,7 @@ class RelayHandler(_Base):
         from parcours.messagerie import headers
 
         sender = envelope.mail_from or ""
-        if not sender or self.ctx.is_patient_domain(_domain(sender)):
+        if sender in ("", NULL_SENDER) or self.ctx.is_patient_domain(_domain(sender)):
             return
         with self.ctx.db.session() as s:
             patients = [
