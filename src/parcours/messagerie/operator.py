@@ -156,8 +156,9 @@ class Operator:
 
     def start(self, *, relay_worker: bool = True) -> Operator:
         c = self.config
-        submit_tls = server_context(self.ctx, require_client_cert=False)
-        relay_tls = server_context(self.ctx, require_client_cert=True)
+        # One context for both faces: it asks every client for a certificate (CERT_OPTIONAL);
+        # the relay refuses peers without one, submission uses it for EXTERNAL only.
+        submit_tls = relay_tls = server_context(self.ctx)
         specs = [
             ("submission", c.submission_port, SubmissionHandler, False, True, submit_tls),
             ("submissions", c.submissions_port, SubmissionHandler, True, True, submit_tls),

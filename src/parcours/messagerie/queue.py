@@ -491,37 +491,6 @@ def _load(ctx: OperatorContext, ids: list[int]) -> list[QueuedMessage]:
     return rows
 
 
-def purge_sent_blobs(ctx: OperatorContext) -> int:
-    """Sealed copies whose every recipient is settled are not needed any more."""
-    with ctx.db.session() as session:
-        keys = set(
-            session.execute(
-                select(QueuedMessage.message_key).where(QueuedMessage.status != "queued")
-            ).scalars()
-        ) - set(
-            session.execute(
-                select(QueuedMessage.message_key).where(QueuedMessage.status == "queued")
-            ).scalars()
-        )
-    removed = 0
-    for key in keys:
-        with contextlib.suppress(Exception):
-            ctx.blobs.delete(f"mss/queue/{key}")
-            removed += 1
-    return removed
-
-
-def queue_counts(ctx: OperatorContext) -> dict[str, int]:
-    from sqlalchemy import func
-
-    with ctx.db.session() as session:
-        return dict(
-            session.execute(
-                select(QueuedMessage.status, func.count()).group_by(QueuedMessage.status)
-            ).all()
-        )
-
-
 class RelayWorker:
     """The outbound relay of one operator, in its own thread and event loop; ``kick`` wakes it
     as soon as something is queued instead of waiting for the next poll."""

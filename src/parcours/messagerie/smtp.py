@@ -32,7 +32,6 @@ from typing import Any, AnyStr
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
-from sqlalchemy import select
 
 from parcours.messagerie import queue, service
 from parcours.messagerie.context import OperatorContext
@@ -635,16 +634,15 @@ class RelayHandler(_Base):
 # --- TLS contexts and servers ---------------------------------------------------------------
 
 
-def server_context(ctx: OperatorContext, *, require_client_cert: bool) -> ssl.SSLContext:
-    """TLS 1.2 minimum (reference §1.3). ``require_client_cert``: the relay asks for and
-    verifies a client certificate against the trust anchors only; CERT_OPTIONAL so that a peer
-    without one gets a clean 554 instead of a reset (IN-2)."""
+def server_context(ctx: OperatorContext) -> ssl.SSLContext:
+    """TLS 1.2 minimum (reference §1.3). A client certificate is asked for and verified against
+    the trust anchors only; CERT_OPTIONAL so that a relay peer without one gets a clean 554
+    instead of a reset (IN-2), and a submission client without one can still use a token."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ctx.ca_bundle))
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(ctx.cert), str(ctx.key))
     context.verify_mode = ssl.CERT_OPTIONAL
     context.check_hostname = False
-    _ = require_client_cert
     return context
 
 
@@ -685,8 +683,3 @@ def start_controller(
     controller = _Controller(handler, **kwargs)
     controller.start()
     return controller
-
-
-def select_mailboxes(ctx: OperatorContext) -> list[str]:
-    with ctx.db.session() as s:
-        return list(s.execute(select(HostedMailbox.address)).scalars())
