@@ -159,6 +159,8 @@ def test_a_peer_down_is_retried_then_delayed_then_given_up(operators: Pair) -> N
     # OUT-5: a delay report once, then the failure at the end of the queue lifetime.
     wait_for(lambda: any(d.recipients[0].action == "delayed" for d in _reports_to_dupont(pair)))
     wait_for(lambda: _queue(pair)[0].status == "expired", timeout=30)
+    # The report is written after the round's outcome commits: wait for it, not for the status.
+    wait_for(lambda: len(_reports_to_dupont(pair)) >= 2, timeout=30)
     actions = sorted(d.recipients[0].action for d in _reports_to_dupont(pair))
     assert actions == ["delayed", "failed"]
     failed = next(d for d in _reports_to_dupont(pair) if d.recipients[0].action == "failed")
