@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from email import message_from_bytes, policy
 
+import pytest
 from aiosmtpd.controller import Controller
 from cryptography import x509
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from parcours.messagerie import reports
+from parcours.messagerie import queue, reports
 from parcours.messagerie.mailstore import MailFolder, MailMessage
 from parcours.messagerie.models import QueuedMessage
 from parcours.messagerie.pki import liste_blanche_dn
@@ -199,3 +200,37 @@ def test_a_relay_attempt_that_cannot_open_tls_is_not_a_silent_success() -> None:
     finally:
         controller.stop()
     assert smtplib  # stdlib client used by the fixtures
+
+
+def test_a_report_decided_before_a_crash_is_sent_at_restart_once(
+    operators: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome and the decision to report commit together; the report itself is written
+    after. An operator killed in between sends it when it starts again, and only once."""
+    pair = operators
+    crashed = threading.Event()
+
+    def killed(ctx: object, row_id: int) -> None:  # the process dies right after the commit
+        crashed.set()
+        raise RuntimeError("processus tué")
+
+    monkeypatch.setattr(queue, "send_pending_report", killed)
+    _send(pair, f"personne@{DOMAIN_B}")  # B refuses: 550 5.1.1, a failure report is due
+    wait_for(crashed.is_set)
+    row = _queue(pair)[0]
+    assert row.status == "failed"
+    assert row.report_pending is not None and row.report_pending["action"] == "failed"
+    assert _reports_to_dupont(pair) == []
+    monkeypatch.undo()
+    # Restart: the pending report goes out; a second start (or a report sent but not yet
+    # cleared when the process died) does not double it.
+    assert queue.send_all_pending_reports(pair.a.ctx) == 1
+    with pair.a.db.session() as session:
+        session.execute(
+            update(QueuedMessage).values(report_pending={**row.report_pending})  # type: ignore[dict-item]
+        )
+    assert queue.send_all_pending_reports(pair.a.ctx) == 1
+    assert queue.send_all_pending_reports(pair.a.ctx) == 0
+    found = _reports_to_dupont(pair)
+    assert [d.recipients[0].action for d in found] == ["failed"]
+    assert found[0].recipients[0].status == "5.1.1"

@@ -69,6 +69,9 @@ class QueuedMessage(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     delay_reported: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # A report (DSN) decided in the same transaction as the outcome, sent after the commit and
+    # then cleared: an operator killed in between sends it when it starts again.
+    report_pending: Mapped[dict[str, Any] | None] = mapped_column(JSONText)
     last_reply: Mapped[str | None] = mapped_column(Text)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -338,7 +338,7 @@ def settle_many(ctx: OperatorContext, worker: str, outcomes: dict[int, Attempt])
     sender and reply (a peer down for an hour must not cost a durable commit per message per
     round). Then send the DSNs the senders asked for (or the default ones)."""
     now = utcnow()
-    reports: list[tuple[int, str, str, Attempt]] = []
+    reports: list[int] = []
     retried: dict[tuple[str, str], int] = {}
     entries: list[AuditEntry] = []
     with ctx.db.session() as session:
@@ -356,14 +356,14 @@ def settle_many(ctx: OperatorContext, worker: str, outcomes: dict[int, Attempt])
             if attempt.code < 300:
                 row.status, row.done_at = "sent", now
                 if "SUCCESS" in notify:
-                    reports.append((row.id, "relayed", "2.0.0", attempt))
+                    reports.append(_pending(row, "relayed", "2.0.0", attempt))
             elif attempt.code >= 500 or now >= row.expires_at:
                 row.status, row.done_at = ("failed" if attempt.code >= 500 else "expired"), now
                 if "NEVER" not in notify:
                     # RFC 3464 §2.3.4: "failed" goes with a 5.x.x status; giving up at the
                     # end of the queue lifetime is 5.4.7 (RFC 3463, delivery time expired).
                     status = _enhanced(attempt) if attempt.code >= 500 else "5.4.7"
-                    reports.append((row.id, "failed", status, attempt))
+                    reports.append(_pending(row, "failed", status, attempt))
             else:
                 row.next_attempt_at = now + _backoff(ctx, row.attempts)
                 if (
@@ -372,7 +372,7 @@ def settle_many(ctx: OperatorContext, worker: str, outcomes: dict[int, Attempt])
                     and "DELAY" in notify
                 ):
                     row.delay_reported = True
-                    reports.append((row.id, "delayed", "4.4.1", attempt))
+                    reports.append(_pending(row, "delayed", "4.4.1", attempt))
                 key = (row.mail_from, f"{attempt.code} {attempt.reply[:160]}")
                 retried[key] = retried.get(key, 0) + 1
                 continue
@@ -404,8 +404,49 @@ def settle_many(ctx: OperatorContext, worker: str, outcomes: dict[int, Attempt])
         session.flush()
         for entry in sorted(entries, key=chain_of):
             append(session, entry)
-    for row_id, action, status, attempt in reports:
-        send_dsn(ctx, row_id, action, status, attempt)
+    for row_id in reports:
+        send_pending_report(ctx, row_id)
+
+
+def _pending(row: QueuedMessage, action: str, status: str, attempt: Attempt) -> int:
+    """Decide a report in the outcome's transaction; it is sent once that commits."""
+    row.report_pending = {
+        "action": action,
+        "status": status,
+        "code": attempt.code,
+        "reply": attempt.reply,
+    }
+    return row.id
+
+
+def send_pending_report(ctx: OperatorContext, row_id: int) -> None:
+    """Send the report decided for ``row_id``, then clear it. Its Message-ID is derived from
+    the row and the action, so a report sent again after a crash (sent, not yet cleared) is
+    stored once: local delivery keeps one copy per Message-ID."""
+    with ctx.db.session() as session:
+        row = session.get(QueuedMessage, row_id)
+        pending = row.report_pending if row is not None else None
+    if not pending:
+        return
+    attempt = Attempt(int(pending["code"]), str(pending["reply"]))
+    send_dsn(ctx, row_id, str(pending["action"]), str(pending["status"]), attempt)
+    with ctx.db.session() as session:
+        session.execute(
+            update(QueuedMessage).where(QueuedMessage.id == row_id).values(report_pending=None)
+        )
+
+
+def send_all_pending_reports(ctx: OperatorContext) -> int:
+    """At start: the reports a killed instance decided but did not send."""
+    with ctx.db.session() as session:
+        ids = list(
+            session.execute(
+                select(QueuedMessage.id).where(QueuedMessage.report_pending.is_not(None))
+            ).scalars()
+        )
+    for row_id in ids:
+        send_pending_report(ctx, row_id)
+    return len(ids)
 
 
 def _enhanced(attempt: Attempt) -> str:
@@ -451,6 +492,7 @@ def send_dsn(ctx: OperatorContext, row_id: int, action: str, status: str, attemp
         envid=dsn.get("ENVID"),
         ret="FULL" if dsn.get("RET", "").upper() == "FULL" else "HDRS",
         arrival_date=created,
+        message_id=f"<dsn-{row_id}-{action}@{ctx.hostname}>",
         from_address=f"MAILER-DAEMON@{sender_domain}",
         to_address=mail_from,
     )
@@ -528,6 +570,9 @@ class RelayWorker:
         released = self.release_previous_claims()
         if released:
             log.warning("%d envois repris après l'arrêt brutal d'une instance précédente", released)
+        reported = send_all_pending_reports(self.ctx)
+        if reported:
+            log.warning("%d avis de remise envoyés après l'arrêt d'une instance", reported)
         self._thread = threading.Thread(
             target=self._run, name=f"relay-{self.ctx.name}", daemon=True
         )

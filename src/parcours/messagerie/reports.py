@@ -180,13 +180,14 @@ def _report_envelope(
     date: datetime | None,
     domain: str,
     auto: bool,
+    message_id: str | None = None,
 ) -> EmailMessage:
     msg = EmailMessage(policy=_PARSE_POLICY)
     msg["From"] = from_address
     msg["To"] = to_address
     msg["Subject"] = subject
     msg["Date"] = _date(date or datetime.now(UTC), "Date")
-    msg["Message-ID"] = make_msgid(domain=domain)
+    msg["Message-ID"] = message_id or make_msgid(domain=domain)
     msg["MIME-Version"] = "1.0"
     if auto:
         # RFC 3834 §5: generated automatically in answer to a message; auto-responders and
@@ -382,6 +383,7 @@ def build_dsn(
     language: str = "fr",
     date: datetime | None = None,
     max_returned_bytes: int | None = None,
+    message_id: str | None = None,
 ) -> bytes:
     """An RFC 3464 delivery status notification about ``original`` (the message as received).
 
@@ -442,6 +444,7 @@ def build_dsn(
         date=date,
         domain=reporting_mta,
         auto=True,
+        message_id=message_id,
     )
     msg.attach(_text_part("\n".join(text) + "\n", language))
 
