@@ -9,6 +9,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parcours import __version__
@@ -24,10 +26,23 @@ from parcours.fhir.capability import capability_statement
 from parcours.fhir.errors import FHIRError, Issue, operation_outcome
 from parcours.fhir.responses import FHIRResponse
 from parcours.notify import routes as notify_routes
+from parcours.portail import login as portail_login
+from parcours.portail import patient as portail_patient
+from parcours.portail.web import HERE as PORTAL_HERE
+from parcours.portail.web import (
+    CookieSigner,
+    CsrfRefused,
+    LoginRequired,
+    SecurityHeaders,
+    error_page,
+    is_portal,
+    make_templates,
+)
 from parcours.storage import migrate
 from parcours.storage.db import Database
 
 log = logging.getLogger("parcours")
+PORTAL_STATIC = str(PORTAL_HERE / "static")
 
 
 def build_verifier(settings: Settings, dev_key: keys.SigningKey | None) -> TokenVerifier:
@@ -81,8 +96,17 @@ def create_app(
     app.state.verifier = build_verifier(settings, dev_key)
     app.state.documents = documents or open_store(settings)
 
+    app.state.templates = make_templates()
+    app.state.cookie_signer = CookieSigner.load_or_create(settings.keys_dir)
+    app.state.oidc_discovery = {}
+
     _install_error_handlers(app)
-    app.add_middleware(AuditMiddleware, database=lambda: app.state.db)
+    app.add_middleware(
+        AuditMiddleware,
+        database=lambda: app.state.db,
+        prefixes=("/fhir", "/portail/patient", "/portail/ps"),
+    )
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/health", tags=["santé du service"])
     def health() -> dict[str, Any]:
@@ -102,6 +126,9 @@ def create_app(
     app.include_router(annuaire_routes.router())
     app.include_router(dossier_routes.router())
     app.include_router(notify_routes.router())
+    app.include_router(portail_login.router())
+    app.include_router(portail_patient.router())
+    app.mount("/portail/static", StaticFiles(directory=PORTAL_STATIC), name="portail-static")
 
     @app.api_route(
         "/fhir/{path:path}",
@@ -119,9 +146,30 @@ def create_app(
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    """FHIR callers get an OperationOutcome; portal pages get the same refusal as a French page
+    (never a stack trace), or a trip to the login page when the session is missing or over."""
+
     @app.exception_handler(FHIRError)
-    async def fhir_error(_request: Request, exc: FHIRError) -> FHIRResponse:
+    async def fhir_error(request: Request, exc: FHIRError) -> Response:
+        if is_portal(request):
+            return error_page(request, exc.status, "; ".join(i.diagnostics for i in exc.issues))
         return FHIRResponse(exc.outcome(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(_request: Request, exc: LoginRequired) -> Response:
+        target = f"/portail/connexion?profil={exc.profile}"
+        if exc.reason:
+            target = "/portail/?expiree=1"
+        return RedirectResponse(target, status_code=303)
+
+    @app.exception_handler(CsrfRefused)
+    async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:
+        return error_page(
+            request,
+            403,
+            "Ce formulaire a expiré ou ne vient pas de cette page. "
+            "Rechargez la page et recommencez.",
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> FHIRResponse:
@@ -132,7 +180,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return FHIRResponse(operation_outcome(issues), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> FHIRResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_portal(request):
+            return error_page(request, exc.status_code, "")
         code = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}.get(
             exc.status_code, "processing"
         )
@@ -143,8 +193,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> FHIRResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error")
+        if is_portal(request):
+            return error_page(request, 500, "")
         return FHIRResponse(
             operation_outcome([Issue("exception", "Erreur interne du serveur.")]), status_code=500
         )

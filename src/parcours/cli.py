@@ -239,41 +239,18 @@ def _token_claims(
     agent: str | None,
     structure: str | None,
 ) -> dict[str, object]:
-    from parcours.annuaire import directory
-    from parcours.identity import INS, RPPS, IdentifierError
+    from parcours.auth.devidp import UnknownIdentity, identity_claims
 
-    if rpps is not None:
-        try:
-            value = RPPS.parse(rpps)
-        except IdentifierError as exc:
-            _fail(str(exc), code=2)
-        db = _database(settings)
-        _require_schema(db)
-        with db.session() as session:
-            professional = directory.find_professional(session, "8" + str(value))
-        if professional is None:
-            _fail(f"professionnel RPPS {value} inconnu de l'annuaire (ou inactif).", code=2)
-        assert professional is not None
-        return {
-            "sub": professional.idnat_ps,
-            "actor": "professional",
-            "idnat_ps": professional.idnat_ps,
-            "profession": professional.profession_code,
-            "structure": structure or professional.structure,
-            "name": professional.display_name,
-            "acr": "eidas1",
-        }
-    if ins is not None:
-        try:
-            value_ins = INS.parse(ins)
-        except IdentifierError as exc:
-            _fail(str(exc), code=2)
-        return {"sub": str(value_ins), "actor": "patient", "ins": str(value_ins), "acr": "eidas1"}
-    assert agent is not None
-    agent = agent.strip()
-    if not agent or not agent.replace("-", "").isalnum() or len(agent) > 64:
-        _fail(f"identifiant d'agent invalide « {agent} » (lettres, chiffres et tirets).", code=2)
-    return {"sub": agent, "actor": "agent", "agent_id": agent, "structure": structure}
+    try:
+        if rpps is not None:
+            db = _database(settings)
+            _require_schema(db)
+            with db.session() as session:
+                return identity_claims(session, rpps=rpps, structure=structure)
+        return identity_claims(None, ins=ins, agent=agent, structure=structure)
+    except UnknownIdentity as exc:
+        _fail(str(exc), code=2)
+        raise  # unreachable: _fail exits
 
 
 @audit_app.command("verify")

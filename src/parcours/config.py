@@ -28,6 +28,9 @@ class Settings:
     oidc_issuers: tuple[str, ...] = ()
     audience: str = "parcours"
     token_ttl_seconds: int = 3600
+    # The OpenID provider the portal logs users in with ("" = the development IdP, in
+    # development only; FranceConnect / Pro Santé Connect in a deployment).
+    portal_issuer: str = ""
     clock_skew_seconds: int = 30
     log_level: str = "INFO"
     # Document bytes: "" = files under data_dir/blobs; "s3://bucket[/prefix]" = S3-compatible
@@ -98,6 +101,7 @@ _FIELDS = {
     "base_url": str,
     "audience": str,
     "token_ttl_seconds": int,
+    "portal_issuer": str,
     "clock_skew_seconds": int,
     "log_level": str,
     "blob_url": str,

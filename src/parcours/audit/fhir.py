@@ -20,6 +20,7 @@ _ACTIONS = {
     "patch": "U",
     "update": "U",
     "delete": "D",
+    "operation": "E",
 }
 _SUBTYPES = {"search": "search-type", "transaction": "transaction"}
 

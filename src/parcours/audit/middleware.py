@@ -52,6 +52,10 @@ def classify(method: str, path: str, prefix: str) -> tuple[str, str | None, str 
         return ("transaction" if method == "POST" else "system", None, None)
     if len(parts) >= 3 and parts[2] == "_history":
         return ("vread" if len(parts) == 4 else "history", rtype, rid)
+    if len(parts) == 3 and parts[2].startswith("$"):
+        # An instance operation ($dmp-droits…): "operation" in FHIR's restful-interaction
+        # codes when it acts, a read when it only answers.
+        return ("read" if method == "GET" else "operation", rtype, rid)
     if method == "GET":
         return ("read" if rid and not rid.startswith("_") else "search", rtype, rid)
     action = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
@@ -137,6 +141,8 @@ class AuditMiddleware:
         principal = state.get("principal")
         action, rtype, rid = classify(scope["method"], scope["path"], prefix)
         details = state.get("audit_details") or {}
+        # Portal pages name what they served (their paths are not FHIR request lines).
+        action = str(details.get("action", action))
         rtype = details.get("resource_type", rtype)
         rid = details.get("resource_id", rid)
         client = scope.get("client")

@@ -59,6 +59,7 @@ def print_welcome(console: Console, settings: Settings, manifest: dict[str, Any]
     )
     console.print(f"  OpenAPI              {base}/openapi.json")
     console.print(f"  Fournisseur d'identité (dév.)  {base}/idp/.well-known/openid-configuration")
+    console.print(f"  Portail (patients, professionnels)  {base}/portail/")
     console.print()
     table = Table(title="Identités de démonstration", show_lines=False)
     for column in ("rôle", "nom", "identifiant", "BAL MSSanté"):
@@ -87,6 +88,9 @@ def print_welcome(console: Console, settings: Settings, manifest: dict[str, Any]
             console.print(
                 f"  DMP de démonstration : {p['prenom']} {p['nom']}, INS {p['ins']} "
                 f"(token patient : .venv/bin/parcours token --ins {p['ins']})"
+            )
+            console.print(
+                f"  Espace patient : {base}/portail/ → « Accéder à mon dossier », INS {p['ins']}"
             )
             console.print(
                 f'  curl -s -H "Authorization: Bearer $TOKEN" "{base}/fhir/DocumentReference?'

@@ -723,6 +723,7 @@ _POLICY_COLUMNS = (
     Document.invisible_representants,
     Document.announced_at,
     Document.secret_session,
+    Document.space,
 )
 
 
@@ -730,6 +731,34 @@ def search(session: Session, principal: Principal, query: SearchQuery, base: str
     """ITI-67. The SQL narrows by the client's criteria; the policy then judges every
     candidate exactly as a read would (R26: search = filtered read), and only then is the
     page cut, so neither the page nor the total reveals a hidden document."""
+    visible = [row.id for row in _visible(session, principal, query)]
+    page = visible[query.offset : query.offset + query.count] if query.count else []
+    resources = dict(
+        session.execute(select(Document.id, Document.resource).where(Document.id.in_(page))).all()
+    )
+    total = len(visible) if query.total != "none" else None
+    has_more = len(visible) > query.offset + query.count
+    return SearchResult([absolute(resources[i], base) for i in page], total, has_more)
+
+
+def search_by_space(
+    session: Session, principal: Principal, query: SearchQuery, base: str
+) -> dict[str, list[dict[str, Any]]]:
+    """The record the way the DMP shows it: every visible match of ``query`` (same policy
+    filter as ITI-67), grouped by display space, newest first, each space in its order."""
+    rows = _visible(session, principal, query)
+    resources = dict(
+        session.execute(
+            select(Document.id, Document.resource).where(Document.id.in_([r.id for r in rows]))
+        ).all()
+    )
+    grouped: dict[str, list[dict[str, Any]]] = {s.code: [] for s in term.spaces()}
+    for row in rows:
+        grouped.setdefault(row.space, []).append(absolute(resources[row.id], base))
+    return grouped
+
+
+def _visible(session: Session, principal: Principal, query: SearchQuery) -> list[Any]:
     names = {c.param.name for c in query.criteria}
     if not names & {"patient", "patient.identifier"}:
         raise BadRequest(
@@ -745,7 +774,7 @@ def search(session: Session, principal: Principal, query: SearchQuery, base: str
         )
     states = records.authorise_search(session, principal, query)
     if not states:
-        return SearchResult([], 0 if query.total != "none" else None, False)
+        return []
     where = and_(
         Document.deleted_at.is_(None),
         Document.patient_id.in_(list(states)),
@@ -758,20 +787,13 @@ def search(session: Session, principal: Principal, query: SearchQuery, base: str
     now = utcnow()
     read = pep.request_for(principal, "read", now)
     actors = {pid: pep.actor_for(principal, state) for pid, state in states.items()}
-    visible = [
-        row.id
+    return [
+        row
         for row in candidates
         if decide(
             read, actors[row.patient_id], states[row.patient_id], document_state(row), rules=rules
         ).permit
     ]
-    page = visible[query.offset : query.offset + query.count] if query.count else []
-    resources = dict(
-        session.execute(select(Document.id, Document.resource).where(Document.id.in_(page))).all()
-    )
-    total = len(visible) if query.total != "none" else None
-    has_more = len(visible) > query.offset + query.count
-    return SearchResult([absolute(resources[i], base) for i in page], total, has_more)
 
 
 def absolute(resource: dict[str, Any], base: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Portals: the pages patients, professionals and CPAM staff use (issue #7)."""

@@ -1,0 +1,65 @@
+"""The patient space in a real headless Chromium (Playwright): what a patient does with a
+phone-sized screen and a keyboard, screenshots kept under var/screenshots/ for review."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parcours.dossier.samples import PATIENT_INS
+from tests.portail.conftest import Portal, break_the_glass, screenshot
+
+
+def _login(page: Any, base: str) -> None:
+    page.goto(base + "/portail/")
+    page.get_by_role("link", name="Accéder à mon dossier").click()
+    page.get_by_label("Identifiant national de santé").fill(PATIENT_INS)
+    page.get_by_role("button", name="Se connecter").click()
+    page.wait_for_url("**/portail/patient")
+
+
+def test_patient_reads_a_document_and_sees_the_emergency_access(
+    portal: Portal, chromium: Any
+) -> None:
+    break_the_glass(portal, portal.documents["compte_rendu"])
+    context = chromium.new_context(
+        viewport={"width": 390, "height": 844}, locale="fr-FR", accept_downloads=True
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(portal.base + "/portail/")
+        screenshot(page, "portail-accueil")
+        _login(page, portal.base)
+        screenshot(page, "patient-dossier")
+        section = page.locator("section#comptes-rendus")
+        link = section.get_by_role("link", name="Compte rendu de consultation du 12 juin")
+        link.click()
+        page.wait_for_url("**/portail/patient/documents/*")
+        assert page.get_by_role("heading", level=1).inner_text().startswith("Compte rendu")
+        screenshot(page, "patient-document")
+        with page.expect_download() as info:
+            page.get_by_role("link", name="Télécharger le document").click()
+        data = info.value.path().read_bytes()
+        assert "tension artérielle normale" in data.decode()
+        # No identifier of the patient in any address the browser went through.
+        assert PATIENT_INS not in page.url
+        page.get_by_role("link", name="Qui a consulté mon dossier").click()
+        page.wait_for_url("**/portail/patient/traces")
+        alert = page.get_by_role("alert")
+        assert "1 accès en urgence" in alert.inner_text()
+        emergency = page.locator("tr.urgence")
+        assert emergency.count() == 1
+        assert "bris de glace" in emergency.inner_text()
+        # Highlighted: the row's background is the alert colour, not the table's white.
+        background = emergency.evaluate("row => getComputedStyle(row).backgroundColor")
+        assert background not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")
+        screenshot(page, "patient-traces")
+        # Keyboard: the skip link is the first stop and leads to the content.
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.textContent")
+        assert focused.strip() == "Aller au contenu"
+        # The CSP blocks nothing the pages need (no inline script or style to block).
+        assert not [e for e in errors if "Content Security Policy" in e]
+    finally:
+        context.close()
