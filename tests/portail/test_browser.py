@@ -63,3 +63,38 @@ def test_patient_reads_a_document_and_sees_the_emergency_access(
         assert not [e for e in errors if "Content Security Policy" in e]
     finally:
         context.close()
+
+
+def test_patient_masks_a_document_and_a_professional_no_longer_sees_it(
+    portal: Portal, chromium: Any
+) -> None:
+    from tests.portail.test_patient_actions import _martin
+
+    doc = portal.documents["compte_rendu"]
+    portal.dmp.tokens["martin"] = _martin(portal)
+    read = f"/fhir/DocumentReference/{doc}"
+    assert portal.dmp.call("GET", read, "martin").status_code == 200
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
+    page = context.new_page()
+    try:
+        _login(page, portal.base)
+        page.get_by_role("link", name="Compte rendu de consultation du 12 juin").click()
+        page.get_by_role("link", name="Masquer ce document").click()
+        assert page.get_by_text("Ce que cela change").is_visible()
+        screenshot(page, "patient-masquage")
+        page.get_by_role("button", name="Masquer le document").click()
+        page.wait_for_url("**/portail/patient/documents/*?fait=masque")
+        assert page.get_by_role("status").inner_text().startswith("Le document est masqué")
+        assert portal.dmp.call("GET", read, "martin").status_code == 403
+        # Settings: an invalid RPPS is explained next to the field, and the field keeps it.
+        page.get_by_role("link", name="Mes paramètres").click()
+        field = page.get_by_label("Numéro RPPS du professionnel à bloquer")
+        field.fill("12345678901")
+        page.get_by_role("button", name="Bloquer ce professionnel").click()
+        assert "invalide" in page.get_by_role("alert").inner_text()
+        assert page.get_by_label("Numéro RPPS du professionnel à bloquer").input_value() == (
+            "12345678901"
+        )
+        screenshot(page, "patient-parametres")
+    finally:
+        context.close()

@@ -1065,6 +1065,37 @@ def patch(
     return absolute(doc.resource, base)
 
 
+def set_masked(
+    session: Session, principal: Principal, doc_id: str, masked: bool, base: str
+) -> dict[str, Any]:
+    """Mask a document from professionals (or unmask it): the patient's gesture of the
+    portal, done as the JSON Patch of its security labels an API client would send, so the
+    same rules decide (R21) and the same version history records it."""
+    doc = _load_document(session, doc_id)
+    labels = doc.resource.get("securityLabel") or []
+    at = [
+        i
+        for i, label in enumerate(labels)
+        if any(c.get("code") == term.MASQUE_PS for c in label.get("coding") or [])
+    ]
+    if masked == bool(at):
+        return absolute(doc.resource, base)  # already as asked: nothing to change
+    ops: list[dict[str, Any]] = (
+        [{"op": "add", "path": "/securityLabel/-", "value": visibility_label(term.MASQUE_PS)}]
+        if masked
+        else [{"op": "remove", "path": f"/securityLabel/{i}"} for i in reversed(at)]
+    )
+    return patch(
+        session,
+        principal,
+        doc_id=doc_id,
+        identifier=None,
+        body=ops,
+        content_type="application/json-patch+json",
+        base=base,
+    )
+
+
 def _patch_actions(
     doc: Document, status: str, confidentiality: str, visibility: set[str], archived: bool
 ) -> list[str]:

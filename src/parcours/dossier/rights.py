@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from parcours.annuaire.directory import find_professional
 from parcours.audit import context as audit_context
 from parcours.auth.principal import Principal
 from parcours.dossier import records
@@ -178,6 +179,8 @@ def apply(session: Session, principal: Principal, patient_id: str, body: Any) ->
         now=now,
     )
     assert record is not None  # G2 refused an absent record
+    if action == "designate-mt":
+        _check_physician(session, str(target))
     access = copy.deepcopy(record.access or {})
     stamp = now.isoformat()
     if action == "designate-mt":
@@ -237,6 +240,19 @@ def apply(session: Session, principal: Principal, patient_id: str, body: Any) ->
     patient.last_updated = now
     session.flush()
     return render(record)
+
+
+def _check_physician(session: Session, idnps: str) -> None:
+    """The médecin traitant is a physician (CSS art. L162-5-3: « un médecin traitant »),
+    practising and in the Annuaire; the reference's R37 leaves this implicit."""
+    found = find_professional(session, idnps)
+    if found is None or found.profession_code != "10":
+        raise FHIRError(
+            422,
+            "business-rule",
+            "Le médecin traitant doit être un médecin en exercice inscrit à l'annuaire "
+            "(article L162-5-3 du code de la sécurité sociale, règle R37).",
+        )
 
 
 _EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")

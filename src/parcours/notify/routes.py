@@ -1,9 +1,8 @@
 """The inbox as FHIR ``Communication``: each user reads his own messages, and nobody else's.
 
 A notification delivered to the portal inbox is a ``Communication`` (status ``completed``, the
-event as category, the text as payload). There is no access basis to weigh here as there is
-for a DMP: a message belongs to its recipient only, so the single rule is "recipient = caller",
-applied in the query itself; a foreign id answers 404 like an unknown one.
+event as category, the text as payload). The rule (recipient = caller) lives
+in ``notify.inbox``, which the portal's inbox pages read through too.
 """
 
 from __future__ import annotations
@@ -11,17 +10,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from parcours.auth.dependencies import current_principal
 from parcours.auth.principal import Principal
-from parcours.fhir.errors import BadRequest, NotFound
+from parcours.fhir.errors import BadRequest
 from parcours.fhir.responses import FHIRResponse
 from parcours.fhir.routing import check_id, fhir_base, search_items
 from parcours.fhir.search import match_bundle, page
 from parcours.identity.ins import INS_OID_NIR
 from parcours.identity.professional import IDNPS_OID
+from parcours.notify import inbox as inbox_service
 from parcours.notify.models import InboxMessage
 from parcours.storage.deps import db_session
 
@@ -53,10 +52,6 @@ def render(message: InboxMessage) -> dict[str, Any]:
     return resource
 
 
-def _mine(principal: Principal) -> Any:
-    return InboxMessage.recipient_id == principal.actor_id
-
-
 def router() -> APIRouter:
     api = APIRouter(prefix="/fhir", tags=["Messagerie du portail"])
 
@@ -75,23 +70,12 @@ def router() -> APIRouter:
                 "(la boîte de réception ne se filtre que par _count et _offset)."
             )
         count, offset = page(params, maximum=200)
-        total = session.execute(
-            select(func.count()).select_from(InboxMessage).where(_mine(principal))
-        ).scalar_one()
-        rows = session.execute(
-            select(InboxMessage)
-            .where(_mine(principal))
-            .order_by(InboxMessage.created_at.desc(), InboxMessage.id)
-            .offset(offset)
-            .limit(count)
-        ).scalars()
+        total, rows, _unread = inbox_service.messages(session, principal, count, offset)
         return FHIRResponse(match_bundle(fhir_base(request), [render(m) for m in rows], total))
 
     @api.get("/Communication/{message_id}", summary="Lire une notification")
     def read(message_id: str, principal: PrincipalDep, session: SessionDep) -> FHIRResponse:
-        message = session.get(InboxMessage, check_id("Communication", message_id))
-        if message is None or message.recipient_id != principal.actor_id:
-            raise NotFound("Communication", message_id)
+        message = inbox_service.message(session, principal, check_id("Communication", message_id))
         return FHIRResponse(render(message))
 
     return api
