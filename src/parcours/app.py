@@ -28,6 +28,7 @@ from parcours.fhir.responses import FHIRResponse
 from parcours.notify import routes as notify_routes
 from parcours.portail import login as portail_login
 from parcours.portail import patient as portail_patient
+from parcours.portail import ps as portail_ps
 from parcours.portail.web import HERE as PORTAL_HERE
 from parcours.portail.web import (
     CookieSigner,
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(notify_routes.router())
     app.include_router(portail_login.router())
     app.include_router(portail_patient.router())
+    app.include_router(portail_ps.router())
     app.mount("/portail/static", StaticFiles(directory=PORTAL_STATIC), name="portail-static")
 
     @app.api_route(

@@ -98,3 +98,43 @@ def test_patient_masks_a_document_and_a_professional_no_longer_sees_it(
         screenshot(page, "patient-parametres")
     finally:
         context.close()
+
+
+def test_a_professional_breaks_the_glass_and_the_patient_sees_it(
+    portal: Portal, chromium: Any
+) -> None:
+    from tests.scenario import LEGALL
+
+    ps = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
+    page = ps.new_page()
+    try:
+        page.goto(portal.base + "/portail/")
+        page.get_by_role("link", name="Espace professionnel").click()
+        page.get_by_label("Numéro RPPS").fill(LEGALL)
+        page.get_by_role("button", name="Se connecter").click()
+        page.wait_for_url("**/portail/ps")
+        assert "authentification forte" in page.content()
+        page.get_by_label("INS du patient").fill(PATIENT_INS)
+        page.get_by_role("button", name="Ouvrir le dossier").click()
+        assert "accès au dossier refusé" in page.get_by_role("heading", level=1).inner_text()
+        screenshot(page, "ps-refus")
+        page.get_by_label("Justification").fill("Patient inconscient, admis aux urgences")
+        page.get_by_label("Je certifie").check()
+        page.get_by_role("button", name="Accéder en urgence").click()
+        banner = page.locator(".bandeau-urgence")
+        assert "bris de glace" in banner.inner_text()
+        colour = banner.evaluate("el => getComputedStyle(el).backgroundColor")
+        assert colour == "rgb(206, 5, 0)"  # the alert red of the palette
+        assert PATIENT_INS not in page.url
+        screenshot(page, "ps-dossier-urgence")
+    finally:
+        ps.close()
+    patient = chromium.new_context(viewport={"width": 390, "height": 844}, locale="fr-FR")
+    page = patient.new_page()
+    try:
+        _login(page, portal.base)
+        page.get_by_role("link", name="Qui a consulté mon dossier").click()
+        row = page.locator("tr.urgence").first
+        assert "Yann Le Gall" in row.inner_text() and "bris de glace" in row.inner_text()
+    finally:
+        patient.close()

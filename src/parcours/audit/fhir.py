@@ -116,3 +116,18 @@ def events_for_patient(
         )
     rows = session.execute(query.order_by(AuditEvent.seq.desc()).offset(offset).limit(limit))
     return [render(e) for e in rows.scalars()]
+
+
+def events_of_actor(
+    session: Session, actor_id: str, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """One actor's own actions, newest first: what a professional may always read of the
+    traces (R39), whatever the record."""
+    rows = session.execute(
+        select(AuditEvent)
+        .where(AuditEvent.actor_id == actor_id)
+        .order_by(AuditEvent.seq.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return [render(e) for e in rows.scalars()]

@@ -25,6 +25,7 @@ from parcours.dossier.models import Consent, Patient, Reader, Record
 from parcours.fhir.errors import BadRequest, FHIRError, NotFound
 from parcours.fhir.search import SearchQuery, fold, parse_token
 from parcours.identity import INS, INS_OIDS, IdentifierError
+from parcours.identity.professional import IDNPS_OID
 from parcours.notify import outbox
 from parcours.policy import pep
 from parcours.policy.engine import Decision, decide
@@ -298,6 +299,11 @@ def render_patient(patient: Patient, record: Record | None) -> dict[str, Any]:
         "gender": patient.gender,
         "birthDate": patient.birth_date.isoformat(),
     }
+    if record is not None and record.mt:
+        # The médecin traitant (R37) is the Patient's generalPractitioner in FHIR terms.
+        resource["generalPractitioner"] = [
+            {"identifier": {"system": f"urn:oid:{IDNPS_OID}", "value": record.mt}}
+        ]
     if record is not None and record.status == "closed":
         closure: list[dict[str, Any]] = [
             {"url": "dateFermeture", "valueDate": record.closed_at.date().isoformat()}  # type: ignore[union-attr]
@@ -517,6 +523,27 @@ def search_patients(
     resolved = load(session, patient)
     _may_see_identity(principal, resolved)
     return [render_patient(patient, resolved.record)]
+
+
+def known_patients(session: Session, principal: Principal, limit: int = 50) -> list[dict[str, Any]]:
+    """A professional's patientèle as the DMP knows it: the records he is médecin traitant of
+    or has already consulted, identity only (the content stays behind ``decide``)."""
+    if principal.kind != "professional":
+        raise FHIRError(403, "forbidden", "Liste réservée aux professionnels de santé.")
+    me = principal.actor_id
+    rows = session.execute(
+        select(Patient, Record)
+        .join(Record, Record.patient_id == Patient.id)
+        .where(
+            or_(
+                Record.mt == me,
+                Patient.id.in_(select(Reader.patient_id).where(Reader.actor_id == me)),
+            )
+        )
+        .order_by(Patient.family, Patient.given)
+        .limit(limit)
+    ).all()
+    return [render_patient(patient, record) for patient, record in rows]
 
 
 def read_consent(session: Session, principal: Principal, consent_id: str) -> dict[str, Any]:

@@ -7,10 +7,7 @@ by the same middleware. Identifiers in URLs are the opaque resource ids, never t
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -25,6 +22,7 @@ from parcours.fhir.search import parse_search
 from parcours.identity import RPPS, IdentifierError
 from parcours.notify import inbox
 from parcours.notify.models import InboxMessage
+from parcours.portail import views
 from parcours.portail.web import PageSession, checked_form, page_session
 
 MAX_DOCUMENTS = 500
@@ -45,53 +43,6 @@ DONE = {
     "le rouvrir pendant ce délai.",
 }
 
-ACCESS_MODES = {
-    "normal": "Accès habituel",
-    "bris_de_glace": "Accès en urgence (bris de glace)",
-    "centre_15": "Régulation du centre 15 (SAMU)",
-}
-PARIS = ZoneInfo("Europe/Paris")
-
-# What a trace says, in the patient's words: (interaction, resource type) → verb phrase.
-_DOCUMENT_TYPES = ("DocumentReference", "Binary", "List")
-_READS = ("read", "vread", "history")
-
-
-def describe(interaction: str, resource_type: str | None) -> str:
-    if interaction in _READS:
-        if resource_type == "Patient":
-            return "a consulté votre fiche d'identité et l'état de votre dossier"
-        if resource_type == "AuditEvent":
-            return "a consulté l'historique des accès à votre dossier"
-        return "a consulté un document de votre dossier"
-    if interaction in ("search", "search-type"):
-        if resource_type == "AuditEvent":
-            return "a consulté l'historique des accès à votre dossier"
-        return "a consulté la liste des documents de votre dossier"
-    if interaction == "transaction" or (
-        interaction == "create" and resource_type in _DOCUMENT_TYPES
-    ):
-        return "a ajouté un document à votre dossier"
-    if interaction == "create" and resource_type == "Consent":
-        return "a enregistré votre consentement : ouverture de votre dossier"
-    if interaction == "operation" and resource_type == "Patient":
-        return "a modifié les droits d'accès ou les paramètres de votre dossier"
-    if interaction == "create" and resource_type == "Patient":
-        return "a enregistré votre identité pour votre dossier"
-    if interaction in ("patch", "update"):
-        return "a modifié un document de votre dossier"
-    if interaction == "delete":
-        return "a supprimé un document de votre dossier"
-    return "a accédé à votre dossier"
-
-
-ACTOR_KINDS = {
-    "professional": "Professionnel de santé",
-    "patient": "Vous",
-    "agent": "Agent de l'Assurance Maladie",
-    "system": "Système",
-}
-
 
 def _render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
     return request.app.state.templates.TemplateResponse(request, name, context, status_code=status)
@@ -101,61 +52,6 @@ def _patient_id(request: Request, ins: str) -> str | None:
     with request.app.state.db.session() as session:
         found = records.search_patients(session, request.state.principal, ins)
     return found[0]["id"] if found else None
-
-
-def _display(codeable: dict[str, Any] | None) -> str:
-    for coding in (codeable or {}).get("coding") or []:
-        if coding.get("display"):
-            return str(coding["display"])
-        if term.is_class_system(coding.get("system")):
-            return term.class_display(str(coding.get("code"))) or ""
-    return str((codeable or {}).get("text") or "")
-
-
-def _summary(resource: dict[str, Any]) -> dict[str, Any]:
-    """What a patient reads of a DocumentReference: plain words, no codes."""
-    attachment = ((resource.get("content") or [{}])[0]).get("attachment") or {}
-    authors = []
-    for ref in resource.get("author") or []:
-        if ref.get("display"):
-            authors.append(ref["display"])
-    for contained in resource.get("contained") or []:
-        if contained.get("resourceType") == "Practitioner":
-            name = (contained.get("name") or [{}])[0]
-            given = " ".join(name.get("given") or [])
-            authors.append(f"{given} {name.get('family', '')}".strip())
-    context = resource.get("context") or {}
-    url = str(attachment.get("url") or "")
-    date = resource.get("date") or attachment.get("creation") or ""
-    return {
-        "id": resource["id"],
-        "title": attachment.get("title")
-        or resource.get("description")
-        or _display(resource.get("type")),
-        "type": _display(resource.get("type")),
-        "category": _display((resource.get("category") or [None])[0]),
-        "date": _date(date),
-        "authors": [a for a in authors if a],
-        "facility": _display(context.get("facilityType")),
-        "practice": _display(context.get("practiceSetting")),
-        "content_type": attachment.get("contentType") or "",
-        "size": attachment.get("size"),
-        "binary_id": url.rsplit("/", 1)[-1] if "Binary/" in url else None,
-        "status": resource.get("status"),
-        "masked": any(
-            c.get("code") == term.MASQUE_PS
-            for label in resource.get("securityLabel") or []
-            for c in label.get("coding") or []
-        ),
-    }
-
-
-def _date(raw: str) -> str:
-    try:
-        moment = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        return str(raw)
-    return moment.strftime("%d/%m/%Y")
 
 
 def router() -> APIRouter:
@@ -186,7 +82,7 @@ def router() -> APIRouter:
             {
                 "code": space.code,
                 "label": space.long_label,
-                "documents": [_summary(r) for r in grouped.get(space.code, [])],
+                "documents": [views.summary(r) for r in grouped.get(space.code, [])],
             }
             for space in term.spaces()
         ]
@@ -205,7 +101,7 @@ def router() -> APIRouter:
     def document(request: Request, doc_id: str) -> Response:
         session_ = page_session(request, "patient")
         audit_context.note(resource_type="DocumentReference", resource_id=doc_id)
-        _check_id(doc_id)
+        views.check_id(doc_id)
         with request.app.state.db.session() as session:
             resource = documents.read(session, session_.principal, doc_id, "")
         return _render(
@@ -213,7 +109,7 @@ def router() -> APIRouter:
             "patient/document.html",
             {
                 "session": session_,
-                "doc": _summary(resource),
+                "doc": views.summary(resource),
                 "done": DONE.get(request.query_params.get("fait", "")),
             },
         )
@@ -223,11 +119,11 @@ def router() -> APIRouter:
         """The consequences first, then the choice (a form that posts the change)."""
         session_ = page_session(request, "patient")
         audit_context.note(resource_type="DocumentReference", resource_id=doc_id)
-        _check_id(doc_id)
+        views.check_id(doc_id)
         with request.app.state.db.session() as session:
             resource = documents.read(session, session_.principal, doc_id, "")
         return _render(
-            request, "patient/masquage.html", {"session": session_, "doc": _summary(resource)}
+            request, "patient/masquage.html", {"session": session_, "doc": views.summary(resource)}
         )
 
     @pages.post("/documents/{doc_id}/masquage")
@@ -235,7 +131,7 @@ def router() -> APIRouter:
         session_ = page_session(request, "patient")
         form = await checked_form(request, session_)
         audit_context.note(resource_type="DocumentReference", resource_id=doc_id, action="patch")
-        _check_id(doc_id)
+        views.check_id(doc_id)
         masked = form.get("masquer") == "oui"
         await run_in_threadpool(_set_masked, request, session_, doc_id, masked)
         target = f"/portail/patient/documents/{doc_id}?fait={'masque' if masked else 'visible'}"
@@ -258,7 +154,7 @@ def router() -> APIRouter:
     def notification(request: Request, message_id: str) -> Response:
         session_ = page_session(request, "patient")
         audit_context.note(resource_type="Communication", resource_id=message_id)
-        _check_id(message_id)
+        views.check_id(message_id)
         with request.app.state.db.session() as session:
             item = _message_view(
                 inbox.message(session, session_.principal, message_id, mark_read=True)
@@ -311,14 +207,14 @@ def router() -> APIRouter:
     def content(request: Request, doc_id: str) -> Response:
         session_ = page_session(request, "patient")
         audit_context.note(resource_type="DocumentReference", resource_id=doc_id)
-        _check_id(doc_id)
+        views.check_id(doc_id)
         store = request.app.state.documents
         with request.app.state.db.session() as session:
-            summary = _summary(documents.read(session, session_.principal, doc_id, ""))
+            summary = views.summary(documents.read(session, session_.principal, doc_id, ""))
             if summary["binary_id"] is None:
                 raise FHIRError(404, "not-found", "Ce document n'a pas de contenu téléchargeable.")
             got = documents.retrieve(session, store, session_.principal, summary["binary_id"])
-        filename = _filename(summary["title"], got.content_type)
+        filename = views.filename(summary["title"], got.content_type)
         return Response(
             got.data,
             media_type=got.content_type,
@@ -335,7 +231,7 @@ def router() -> APIRouter:
             return _render(request, "patient/sans_dossier.html", {"session": session_})
         with request.app.state.db.session() as session:
             events = records.traces(session, session_.principal, patient_id, MAX_TRACES, 0)
-            rows = _trace_rows(session, events)
+            rows = views.trace_rows(session, events)
         return _render(
             request,
             "patient/traces.html",
@@ -349,63 +245,12 @@ def router() -> APIRouter:
     return pages
 
 
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-
-
-def _check_id(doc_id: str) -> None:
-    if not _ID.match(doc_id):
-        raise FHIRError(404, "not-found", "Ce document n'existe pas.")
-
-
-def _filename(title: str, content_type: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", title).strip("-")[:60] or "document"
-    ext = {"application/pdf": ".pdf", "text/plain": ".txt", "text/xml": ".xml"}.get(content_type)
-    return stem + (ext or "")
-
-
 def _patient_view(resource: dict[str, Any]) -> dict[str, Any]:
     name = (resource.get("name") or [{}])[0]
     return {
         "name": f"{' '.join(name.get('given') or [])} {name.get('family', '')}".strip(),
-        "birth_date": _date(resource.get("birthDate") or ""),
+        "birth_date": views.french_date(resource.get("birthDate") or ""),
     }
-
-
-def _trace_rows(session: Any, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    names: dict[str, str] = {}
-    rows = []
-    for event in events:
-        agent = (event.get("agent") or [{}])[0]
-        actor_id = ((agent.get("who") or {}).get("identifier") or {}).get("value", "")
-        kind = (agent.get("type") or {}).get("text", "")
-        mode = ((agent.get("purposeOfUse") or [{}])[0]).get("text", "normal")
-        if kind == "professional" and actor_id not in names:
-            found = directory.find_professional(session, actor_id)
-            names[actor_id] = found.display_name if found else actor_id
-        moment = datetime.fromisoformat(event["recorded"]).astimezone(PARIS)
-        interaction = ((event.get("subtype") or [{}])[0]).get("code", "")
-        target = next(
-            (
-                str(e["what"]["reference"])
-                for e in event.get("entity") or []
-                if (e.get("what") or {}).get("reference") and "type" not in e
-            ),
-            "",
-        )
-        rtype = target.partition("/")[0]
-        rows.append(
-            {
-                "when": moment.strftime("%d/%m/%Y à %H:%M"),
-                "iso": event["recorded"],
-                "who": names.get(actor_id) or ACTOR_KINDS.get(kind, kind),
-                "kind": ACTOR_KINDS.get(kind, kind),
-                "action": describe(interaction, rtype or None),
-                "mode": ACCESS_MODES.get(mode, mode),
-                "emergency": mode in ("bris_de_glace", "centre_15"),
-                "refused": event.get("outcome") != "0",
-            }
-        )
-    return rows
 
 
 def _set_masked(request: Request, session_: PageSession, doc_id: str, masked: bool) -> None:
@@ -426,7 +271,7 @@ def _message_view(message: InboxMessage) -> dict[str, Any]:
         "id": message.id,
         "subject": message.subject,
         "body": message.body,
-        "when": message.created_at.astimezone(PARIS).strftime("%d/%m/%Y à %H:%M"),
+        "when": message.created_at.astimezone(views.PARIS).strftime("%d/%m/%Y à %H:%M"),
         "unread": message.read_at is None,
     }
 

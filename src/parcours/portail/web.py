@@ -161,6 +161,7 @@ class PageSession:
     principal: Principal
     csrf: str
     name: str
+    payload: dict[str, Any]
 
 
 def page_session(request: Request, profile: str) -> PageSession:
@@ -177,7 +178,17 @@ def page_session(request: Request, profile: str) -> PageSession:
     if principal.kind != expected:
         raise LoginRequired(profile, "Cet espace demande une autre connexion.")
     request.state.principal = principal
-    return PageSession(principal, str(payload["csrf"]), str(payload.get("name") or ""))
+    return PageSession(principal, str(payload["csrf"]), str(payload.get("name") or ""), payload)
+
+
+def save_session(response: Any, request: Request, payload: dict[str, Any]) -> None:
+    """Write the session back (same expiry) after the page changed what it carries."""
+    max_age = max(0, int(payload.get("exp", 0) - time.time()))
+    response.set_cookie(
+        SESSION_COOKIE,
+        request.app.state.cookie_signer.dumps(payload),
+        **cookie_options(request, max_age),
+    )
 
 
 async def checked_form(request: Request, session: PageSession) -> dict[str, str]:
