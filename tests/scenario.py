@@ -41,6 +41,7 @@ def load_scenario(db: Database, directory: Path) -> None:
                 structure=CABINET,
                 siret="73282932000074",
                 name="Cabinet médical du Thabor",
+                sector="SA07",
             ),
             professional(
                 DUPONT,

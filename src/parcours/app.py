@@ -35,6 +35,7 @@ from parcours.portail.web import (
     CsrfRefused,
     LoginRequired,
     SecurityHeaders,
+    TooLarge,
     error_page,
     is_portal,
     make_templates,
@@ -163,6 +164,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         if exc.reason:
             target = "/portail/?expiree=1"
         return RedirectResponse(target, status_code=303)
+
+    @app.exception_handler(TooLarge)
+    async def too_large(request: Request, exc: TooLarge) -> Response:
+        return error_page(
+            request,
+            413,
+            f"Le fichier dépasse la taille admise ({exc.max_bytes / 1_048_576:.0f} Mo).",
+        )
 
     @app.exception_handler(CsrfRefused)
     async def csrf_refused(request: Request, _exc: CsrfRefused) -> Response:

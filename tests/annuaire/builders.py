@@ -21,6 +21,7 @@ def professional(
     city: str = "RENNES",
     postal_code: str = "35000",
     mode: str = "L",
+    sector: str = "",
 ) -> list[str]:
     values = {
         "Type d'identifiant PP": "8",
@@ -49,6 +50,7 @@ def professional(
         "Code postal (coord. structure)": postal_code if structure else "",
         "Libellé commune (coord. structure)": city if structure else "",
         "Code commune (coord. structure)": "35238" if structure else "",
+        "Code secteur d'activité": sector,
     }
     row = dict.fromkeys(ACTIVITY_HEADER, "")
     row.update(values)

@@ -141,3 +141,75 @@ def test_spaces_are_not_interchangeable(portal: Portal) -> None:
     with httpx.Client(base_url=portal.base) as client:
         login(client, DUPONT, "ps")
         assert client.get("/portail/patient").status_code == 303
+
+
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+def _upload(client: httpx.Client, page: str, **fields: object) -> httpx.Response:
+    csrf = _hidden_fields(client.get(page + "/depot").text)["csrf"]
+    data = {
+        "csrf": csrf,
+        "type": "11488-4",
+        "titre": "CR de téléconsultation",
+        "date": "2026-06-20",
+    }
+    data.update({k: str(v) for k, v in fields.items() if k != "fichier"})
+    content = fields.get("fichier", PDF)
+    return client.post(
+        page + "/depot", data=data, files={"fichier": ("cr.pdf", content, "application/pdf")}
+    )
+
+
+def test_publishing_an_uploaded_pdf(portal: Portal, ps_client: httpx.Client) -> None:
+    login(ps_client, DUPONT, "ps")
+    page = _open(ps_client, PATIENT_INS).headers["location"]
+    before = portal.dmp.counts()
+    # Refusals keep the form and store nothing: not a PDF/CDA, no title, a date to come.
+    fake = _upload(ps_client, page, fichier=b"MZ\x90\x00 not a document")
+    assert fake.status_code == 400 and "Format non reconnu" in fake.text
+    assert 'value="CR de téléconsultation"' in fake.text
+    assert _upload(ps_client, page, titre="  ").status_code == 400
+    future = _upload(ps_client, page, date="2999-01-01")
+    assert future.status_code == 400 and "futur" in future.text
+    assert portal.dmp.counts() == before
+    done = _upload(ps_client, page, masque="oui")
+    assert done.status_code == 303, done.text
+    record = ps_client.get(done.headers["location"])
+    assert "Document déposé" in record.text and "CR de téléconsultation" in record.text
+    # The API sees the same document, with the metadata built from the Annuaire.
+    found = portal.dmp.call(
+        "GET", f"/fhir/DocumentReference?patient={portal.dmp.patient_id}&status=current"
+    ).json()
+    doc = next(
+        e["resource"]
+        for e in found["entry"]
+        if e["resource"]["content"][0]["attachment"]["title"] == "CR de téléconsultation"
+    )
+    assert doc["content"][0]["attachment"]["contentType"] == "application/pdf"
+    assert doc["category"][0]["coding"][0]["code"] == "10"  # ASS_X04: 11488-4 → class 10
+    labels = {c["code"] for lab in doc["securityLabel"] for c in lab["coding"]}
+    assert "MASQUE_PS" in labels
+    assert "TRE_R02-SecteurActivite" in doc["context"]["facilityType"]["coding"][0]["system"]
+    url = doc["content"][0]["attachment"]["url"]
+    assert portal.dmp.call("GET", url[url.index("/fhir/") :]).content == PDF
+
+
+def test_an_oversized_upload_is_refused_before_it_is_read(
+    portal: Portal, ps_client: httpx.Client
+) -> None:
+    login(ps_client, DUPONT, "ps")
+    page = _open(ps_client, PATIENT_INS).headers["location"]
+    limit = portal.dmp.store.max_document_bytes
+    response = _upload(ps_client, page, fichier=PDF + b"0" * (limit + 100_000))
+    assert response.status_code == 413 and "taille admise" in response.text
+
+
+def test_every_proposed_type_has_its_class() -> None:
+    from parcours.dossier import authoring
+    from parcours.dossier import terminology as term
+
+    kinds = authoring.document_types()
+    assert len(kinds) >= 8
+    for kind in kinds:
+        assert term.expected_class("http://loinc.org", kind.code) == kind.class_code

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,19 @@ from parcours.annuaire import nomenclatures as nos
 from parcours.audit import context as audit_context
 from parcours.audit.fhir import events_of_actor
 from parcours.auth.principal import Principal
-from parcours.dossier import documents, records
+from parcours.dossier import authoring, documents, records
 from parcours.dossier import terminology as term
 from parcours.fhir.errors import FHIRError
 from parcours.fhir.search import parse_search
 from parcours.identity import INS, IdentifierError
 from parcours.portail import views
-from parcours.portail.web import PageSession, checked_form, page_session, save_session
+from parcours.portail.web import (
+    PageSession,
+    checked_form,
+    checked_upload,
+    page_session,
+    save_session,
+)
 
 BRIS_DE_GLACE_SECONDS = 3600
 MIN_JUSTIFICATION = 15
@@ -232,6 +239,54 @@ def router() -> APIRouter:
             },
         )
 
+    @pages.get("/patients/{patient_id}/depot")
+    def upload_form(request: Request, patient_id: str) -> Response:
+        session_ = page_session(request, "ps")
+        views.check_id(patient_id)
+        return _upload_page(request, session_, patient_id)
+
+    @pages.post("/patients/{patient_id}/depot")
+    async def upload(request: Request, patient_id: str) -> Response:
+        """A PDF or CDA file → ITI-105 (authoring.publish_upload): validated, decided, traced
+        and stored as an API publication; any refusal comes back on the form, kept."""
+        session_ = page_session(request, "ps")
+        views.check_id(patient_id)
+        store = request.app.state.documents
+        form = await checked_upload(request, session_, store.max_document_bytes)
+        audit_context.note(resource_type="DocumentReference", action="transaction")
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        file = form.get("fichier")
+        data = await file.read() if file is not None and not isinstance(file, str) else b""
+        try:
+            act_date = date.fromisoformat(fields.get("date", ""))
+        except ValueError:
+            return _upload_page(
+                request, session_, patient_id, "Indiquez la date de l'acte (jj/mm/aaaa).", fields
+            )
+        try:
+            await run_in_threadpool(
+                authoring.publish_upload,
+                request.app.state.db,
+                store,
+                acting(request, session_, patient_id),
+                patient_id=patient_id,
+                type_code=fields.get("type", ""),
+                title=fields.get("titre", ""),
+                act_date=act_date,
+                data=data,
+                masked=fields.get("masque") == "oui",
+                invisible_to_patient=fields.get("invisible") == "oui",
+                base="",
+            )
+        except authoring.UploadRefused as exc:
+            return _upload_page(request, session_, patient_id, str(exc), fields)
+        except FHIRError as exc:
+            if exc.status >= 500:
+                raise
+            reason = "; ".join(i.diagnostics for i in exc.issues)
+            return _upload_page(request, session_, patient_id, reason, fields, exc.status)
+        return RedirectResponse(f"/portail/ps/patients/{patient_id}?fait=depot", 303)
+
     @pages.get("/historique")
     def history(request: Request) -> Response:
         """His own actions on every record (R39: a professional always reads his own)."""
@@ -256,6 +311,34 @@ def router() -> APIRouter:
         return _render(request, "ps/historique.html", {"session": session_, "rows": rows})
 
     return pages
+
+
+def _upload_page(
+    request: Request,
+    session_: PageSession,
+    patient_id: str,
+    error: str = "",
+    form: dict[str, str] | None = None,
+    status: int = 400,
+) -> Response:
+    audit_context.note(resource_type="Patient", action="read")
+    with request.app.state.db.session() as session:
+        patient = records.read_patient(session, acting(request, session_, patient_id), patient_id)
+    return _render(
+        request,
+        "ps/depot.html",
+        {
+            "session": session_,
+            "patient_id": patient_id,
+            "patient": _patient_view(patient),
+            "types": authoring.document_types(),
+            "error": error,
+            "form": form or {"date": date.today().isoformat()},
+            "max_mb": request.app.state.documents.max_document_bytes // 1_048_576,
+            "emergency": _emergency(session_, patient_id),
+        },
+        status if error else 200,
+    )
 
 
 def _find(request: Request, principal: Principal, ins: str) -> str | None:
@@ -293,6 +376,9 @@ def _record_page(
         "patient_id": patient_id,
         "emergency": _emergency(session_, patient_id),
         "words": words,
+        "done": "Document déposé dans le dossier."
+        if request.query_params.get("fait") == "depot"
+        else "",
         "error": error,
         "form": form or {},
     }

@@ -191,6 +191,24 @@ def save_session(response: Any, request: Request, payload: dict[str, Any]) -> No
     )
 
 
+async def checked_upload(request: Request, session: PageSession, max_bytes: int) -> Any:
+    """A multipart form with a file: the declared size is checked before anything is read
+    (413 page), then the CSRF token; returns the parsed form (files as UploadFile)."""
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > max_bytes + 65536:
+        raise TooLarge(max_bytes)
+    form = await request.form(max_part_size=max_bytes + 1)
+    if not hmac.compare_digest(str(form.get("csrf", "")), session.csrf):
+        raise CsrfRefused()
+    return form
+
+
+class TooLarge(Exception):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self.max_bytes = max_bytes
+
+
 async def checked_form(request: Request, session: PageSession) -> dict[str, str]:
     form = {k: str(v) for k, v in (await request.form()).items()}
     if not hmac.compare_digest(form.get("csrf", ""), session.csrf):
