@@ -26,6 +26,7 @@ from parcours.fhir.capability import capability_statement
 from parcours.fhir.errors import FHIRError, Issue, operation_outcome
 from parcours.fhir.responses import FHIRResponse
 from parcours.notify import routes as notify_routes
+from parcours.portail import guichet as portail_guichet
 from parcours.portail import login as portail_login
 from parcours.portail import patient as portail_patient
 from parcours.portail import ps as portail_ps
@@ -106,7 +107,7 @@ def create_app(
     app.add_middleware(
         AuditMiddleware,
         database=lambda: app.state.db,
-        prefixes=("/fhir", "/portail/patient", "/portail/ps"),
+        prefixes=("/fhir", "/portail/patient", "/portail/ps", "/portail/guichet"),
     )
     app.add_middleware(SecurityHeaders)
 
@@ -131,6 +132,7 @@ def create_app(
     app.include_router(portail_login.router())
     app.include_router(portail_patient.router())
     app.include_router(portail_ps.router())
+    app.include_router(portail_guichet.router())
     app.mount("/portail/static", StaticFiles(directory=PORTAL_STATIC), name="portail-static")
 
     @app.api_route(

@@ -52,7 +52,7 @@ def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
     assert run("db", "upgrade").exit_code == 0
     result = run("db", "current")
     assert (
-        result.exit_code == 0 and result.stdout.strip() == "0006"
+        result.exit_code == 0 and result.stdout.strip() == "0007"
     )  # the latest revision in storage/migrations
 
 

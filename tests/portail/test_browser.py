@@ -138,3 +138,48 @@ def test_a_professional_breaks_the_glass_and_the_patient_sees_it(
         assert "Yann Le Gall" in row.inner_text() and "bris de glace" in row.inner_text()
     finally:
         patient.close()
+
+
+def test_a_cpam_agent_opens_a_record_and_the_patient_logs_in_with_the_letter(
+    portal: Portal, chromium: Any
+) -> None:
+    from tests.portail.test_guichet import ADULT
+
+    agent = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="fr-FR")
+    page = agent.new_page()
+    try:
+        page.goto(portal.base + "/portail/connexion?profil=agent")
+        page.get_by_label("Identifiant d'agent").fill("CPAM35-A001")
+        page.get_by_role("button", name="Se connecter").click()
+        page.wait_for_url("**/portail/guichet")
+        page.get_by_label("INS (NIR à 13 caractères et sa clé)").fill(ADULT)
+        page.get_by_label("Nom de naissance").fill("Morel")
+        page.get_by_label("Prénom(s)").fill("Claire")
+        page.get_by_label("Date de naissance").fill("1990-05-14")
+        page.get_by_label("Sexe").select_option("female")
+        screenshot(page, "guichet-creation")
+        # Without the consent box: refused, the form keeps what was typed.
+        page.get_by_role("button", name="Ouvrir le dossier et imprimer le courrier").click()
+        assert "consentement exprès" in page.get_by_role("alert").inner_text()
+        assert page.get_by_label("Nom de naissance").input_value() == "Morel"
+        page.get_by_label("consent expressément").check()
+        page.get_by_role("button", name="Ouvrir le dossier et imprimer le courrier").click()
+        code = page.locator("#code-acces").inner_text()
+        assert page.locator(".qr svg").count() == 1
+        screenshot(page, "guichet-courrier")
+        page.emulate_media(media="print")
+        assert not page.locator(".bandeau").is_visible()  # the letter prints alone
+    finally:
+        agent.close()
+    patient = chromium.new_context(viewport={"width": 390, "height": 844}, locale="fr-FR")
+    page = patient.new_page()
+    try:
+        page.goto(portal.base + "/portail/")
+        page.get_by_role("link", name="Accéder à mon dossier").click()
+        page.get_by_label("Identifiant national de santé").fill(ADULT)
+        page.get_by_label("Code d'accès").fill(code)
+        page.get_by_role("button", name="Se connecter").click()
+        page.wait_for_url("**/portail/patient")
+        assert "Claire Morel" in page.locator(".identite").inner_text()
+    finally:
+        patient.close()

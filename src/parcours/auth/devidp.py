@@ -110,6 +110,15 @@ def identity_claims(
     return {"sub": agent, "actor": "agent", "agent_id": agent, "structure": structure}
 
 
+def _access_code_ok(session: Session, ins: str, code: str) -> bool:
+    """A patient whose record was opened at a desk holds an access code (the letter handed
+    to him): it is required and checked. Without one, the development IdP stands for
+    FranceConnect, which would have authenticated him, and asks for nothing more."""
+    from parcours.dossier.creation import check_code
+
+    return check_code(session, ins, code) is not False
+
+
 @dataclass
 class _Grant:
     claims: dict[str, Any]
@@ -151,6 +160,7 @@ def pkce_challenge(verifier: str) -> str:
 _PROFILES = {
     "patient": ("Patient", "Identifiant national de santé (INS, 15 caractères)", "ins"),
     "ps": ("Professionnel de santé", "Numéro RPPS (11 chiffres)", "rpps"),
+    "agent": ("Agent de l'Assurance Maladie", "Identifiant d'agent", "agent"),
 }
 
 
@@ -170,7 +180,7 @@ def router() -> APIRouter:
         if values.get("code_challenge_method") != "S256" or not values.get("code_challenge"):
             raise UnknownIdentity("PKCE (S256) obligatoire.")
         if values.get("profil") not in _PROFILES:
-            raise UnknownIdentity("Profil inconnu : patient ou ps.")
+            raise UnknownIdentity("Profil inconnu : patient, ps ou agent.")
         keep = ("client_id", "redirect_uri", "response_type", "state", "nonce")
         return {
             **{k: values.get(k, "") for k in keep},
@@ -214,6 +224,15 @@ def router() -> APIRouter:
         try:
             with request.app.state.db.session() as session:
                 claims = identity_claims(session, **{kind: typed.replace(" ", "")})
+                # Committed with the session even when refused: failures are counted.
+                refused = kind == "ins" and not _access_code_ok(
+                    session, claims["ins"], form.get("code", "")
+                )
+            if refused:
+                raise UnknownIdentity(
+                    "Code d'accès incorrect, expiré ou bloqué après plusieurs erreurs. "
+                    "Un nouveau code peut vous être remis à l'accueil de votre caisse."
+                )
         except UnknownIdentity as exc:
             return login_page(request, params, error=str(exc), typed=typed)
         code = codes.issue(

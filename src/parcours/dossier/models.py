@@ -241,3 +241,21 @@ class HeirRequest(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decision_note: Mapped[str | None] = mapped_column(Text)
+
+
+class AccessCode(Base):
+    """The code handed to a patient when his record is opened at a desk (CPAM, pharmacy), to
+    activate his online access — as the DMP / Mon espace santé letter does. Only a salted scrypt
+    hash is kept; issuing a new code replaces the previous one."""
+
+    __tablename__ = "dmp_access_code"
+
+    patient_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("dmp_patient.id"), primary_key=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(200), nullable=False)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    issued_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -181,6 +181,10 @@ def _patient_by_ins(session: Session, value: str, system: str | None) -> Patient
     return session.execute(query).scalar_one_or_none()
 
 
+def patient_by_ins(session: Session, ins: str) -> Patient | None:
+    return _patient_by_ins(session, ins, None)
+
+
 def resolve_reference(
     session: Session, reference: str, *, expression: str | None = None
 ) -> Patient:

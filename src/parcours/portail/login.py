@@ -29,7 +29,8 @@ from parcours.portail.web import (
     page_session,
 )
 
-HOME = {"patient": "/portail/patient", "ps": "/portail/ps"}
+HOME = {"patient": "/portail/patient", "ps": "/portail/ps", "agent": "/portail/guichet"}
+KINDS = {"patient": "patient", "ps": "professional", "agent": "agent"}
 
 
 class LoginFailed(Exception):
@@ -144,7 +145,8 @@ def router() -> APIRouter:
 
     @pages.post("/deconnexion")
     async def logout(request: Request) -> Response:
-        profile = "ps" if request.query_params.get("profil") == "ps" else "patient"
+        profile = request.query_params.get("profil", "patient")
+        profile = profile if profile in HOME else "patient"
         session = page_session(request, profile)
         await checked_form(request, session)
         response = RedirectResponse("/portail/", status_code=303)
@@ -193,7 +195,6 @@ def _exchange(request: Request, pending: dict[str, Any]) -> tuple[str, str]:
         raise LoginFailed("Jetons d'identification invalides. Recommencez.") from None
     if not secrets.compare_digest(str(id_claims.get("nonce", "")), pending["nonce"]):
         raise LoginFailed("Réponse de connexion rejouée ou altérée (nonce). Recommencez.")
-    expected = "patient" if pending["profil"] == "patient" else "professional"
-    if principal.kind != expected:
+    if principal.kind != KINDS[pending["profil"]]:
         raise LoginFailed("Cette identité ne correspond pas à l'espace demandé.")
     return body["access_token"], principal.name or id_claims.get("name") or ""

@@ -174,8 +174,10 @@ def page_session(request: Request, profile: str) -> PageSession:
         principal = request.app.state.verifier.verify(payload["token"])
     except AuthenticationError as exc:
         raise LoginRequired(profile, str(exc)) from None
-    expected = "patient" if profile == "patient" else "professional"
-    if principal.kind != expected:
+    expected = {"patient": ("patient",), "ps": ("professional",), "agent": ("agent",)}
+    # The desk (profile "agent") also serves pharmacists, who open records at the counter.
+    allowed = expected[profile] + (("professional",) if profile == "agent" else ())
+    if principal.kind not in allowed:
         raise LoginRequired(profile, "Cet espace demande une autre connexion.")
     request.state.principal = principal
     return PageSession(principal, str(payload["csrf"]), str(payload.get("name") or ""), payload)
