@@ -234,3 +234,25 @@ def test_a_report_decided_before_a_crash_is_sent_at_restart_once(
     found = _reports_to_dupont(pair)
     assert [d.recipients[0].action for d in found] == ["failed"]
     assert found[0].recipients[0].status == "5.1.1"
+
+
+def test_the_sealed_copy_is_deleted_once_no_recipient_needs_it(operators: Pair) -> None:
+    """A health message is not kept longer than its relay: once relayed (and any report sent),
+    the queue's encrypted copy goes; the row stays as the record of what happened."""
+    pair = operators
+
+    def copies() -> list[str]:
+        stored = pair.a.ctx.blobs.keys()  # the blob store's listing, not a dict
+        return [k for k in stored if k.startswith("mss/queue/")]
+
+    pair.b.stop()  # first queued and kept while the peer is away
+    _send(pair, MARTIN_B, rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+    wait_for(lambda: _queue(pair) and _queue(pair)[0].attempts >= 1)
+    assert len(copies()) == 1
+    pair.b.start()
+    pair.a.ctx.routes[DOMAIN_B] = ("127.0.0.1", pair.b.ports["relay"])
+    wait_for(lambda: _queue(pair)[0].status == "sent", timeout=60)
+    # The success report quoted the original before it went.
+    wait_for(lambda: any(d.recipients[0].action == "relayed" for d in _reports_to_dupont(pair)))
+    wait_for(lambda: copies() == [])
+    assert _queue(pair)[0].report_pending is None

@@ -339,6 +339,7 @@ def settle_many(ctx: OperatorContext, worker: str, outcomes: dict[int, Attempt])
     round). Then send the DSNs the senders asked for (or the default ones)."""
     now = utcnow()
     reports: list[int] = []
+    finished: set[str] = set()  # message keys with a recipient that reached its end
     retried: dict[tuple[str, str], int] = {}
     entries: list[AuditEntry] = []
     with ctx.db.session() as session:
@@ -376,6 +377,7 @@ def settle_many(ctx: OperatorContext, worker: str, outcomes: dict[int, Attempt])
                 key = (row.mail_from, f"{attempt.code} {attempt.reply[:160]}")
                 retried[key] = retried.get(key, 0) + 1
                 continue
+            finished.add(row.message_key)
             entries.append(
                 service.trace_entry(
                     "mss-relais-sortant",
@@ -406,6 +408,32 @@ def settle_many(ctx: OperatorContext, worker: str, outcomes: dict[int, Attempt])
             append(session, entry)
     for row_id in reports:
         send_pending_report(ctx, row_id)
+    release_copies(ctx, finished)
+
+
+def release_copies(ctx: OperatorContext, message_keys: set[str]) -> int:
+    """Delete the sealed copy of a message once no recipient still needs it: none queued,
+    none with a report to send (a DSN quotes the original). The row stays, without content,
+    as the record of what happened; a health message is not kept longer than its relay."""
+    if not message_keys:
+        return 0
+    with ctx.db.session() as session:
+        busy = set(
+            session.execute(
+                select(QueuedMessage.message_key).where(
+                    QueuedMessage.message_key.in_(sorted(message_keys)),
+                    or_(
+                        QueuedMessage.status == "queued",
+                        QueuedMessage.report_pending.is_not(None),
+                    ),
+                )
+            ).scalars()
+        )
+    removed = 0
+    for key in sorted(message_keys - busy):
+        ctx.blobs.delete(f"mss/queue/{key}")  # a missing key is not an error (BlobStore)
+        removed += 1
+    return removed
 
 
 def _pending(row: QueuedMessage, action: str, status: str, attempt: Attempt) -> int:
